@@ -1,0 +1,1 @@
+"""accelc graph passes (installed as ``accelc.passes``)."""

@@ -1,0 +1,1 @@
+"""accelc targets (installed as ``accelc.targets``)."""
