@@ -1,0 +1,162 @@
+"""The Python API: ``accelc.compile`` and ``accelc.load``."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .artifact import export as export_artifact
+from .artifact import read_signature
+from .errors import ArtifactError, TargetError
+from .signature import Signature
+
+
+class CompiledModel:
+    """A compiled model: run it, export it, read its signature.
+
+    Built by ``accelc.compile`` (in memory, exportable) or ``accelc.load`` (from an artifact).
+    """
+
+    def __init__(self, signature: Signature, executable=None, path: Path | None = None, report=None):
+        self.signature = signature
+        self.report = report
+        self._executable = executable
+        self._path = path
+        self._vm = None
+
+    def __repr__(self) -> str:
+        ins = ", ".join(t.describe() for t in self.signature.inputs)
+        outs = ", ".join(t.describe() for t in self.signature.outputs)
+        return f"CompiledModel(target={self.signature.target_name}, inputs=[{ins}], outputs=[{outs}])"
+
+    # -- running ---------------------------------------------------------------------------
+    def _machine(self):
+        if self._vm is None:
+            import tvm
+            from tvm import relax
+
+            from accelc.targets import registry
+
+            backend = registry.get(self.signature.target_name)
+            if backend.device_type() != "cpu":
+                raise TargetError(
+                    f"this artifact targets {self.signature.target_name!r} "
+                    f"({backend.device_type()}); it cannot run in this process"
+                )
+            module = self._executable
+            if module is None:
+                from ._stderr import quiet_tvm_logs
+
+                try:
+                    with quiet_tvm_logs():
+                        module = tvm.runtime.load_module(str(self._path))
+                except Exception as exc:
+                    raise ArtifactError(f"cannot load artifact {self._path}: {exc}") from exc
+            self._vm = relax.VirtualMachine(module, tvm.cpu())
+        return self._vm
+
+    def _call(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        import tvm
+
+        vm = self._machine()
+        device = tvm.cpu()
+        result = vm["main"](*[tvm.runtime.tensor(a, device) for a in arrays])
+        values = list(result) if not hasattr(result, "numpy") else [result]
+        return {spec.name: v.numpy() for spec, v in zip(self.signature.outputs, values)}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; inputs by name, outputs by name in the graph's output order."""
+        return self._call(self.signature.check_inputs(inputs))
+
+    def benchmark(self, inputs: dict[str, np.ndarray], repeat: int = 10, warmup: int = 1) -> list[float]:
+        """Latencies in milliseconds of ``repeat`` runs after ``warmup`` untimed ones."""
+        arrays = self.signature.check_inputs(inputs)
+        import tvm
+
+        vm = self._machine()
+        args = [tvm.runtime.tensor(a, tvm.cpu()) for a in arrays]
+        for _ in range(warmup):
+            vm["main"](*args)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            vm["main"](*args)
+            times.append((time.perf_counter() - start) * 1000.0)
+        return times
+
+    # -- saving ----------------------------------------------------------------------------
+    def export(self, path: str | Path) -> Path:
+        """Write a self-contained ``.so`` with the signature embedded."""
+        path = Path(path)
+        if self._executable is None:
+            shutil.copyfile(self._path, path)
+            return path
+        from accelc.targets import registry
+
+        backend = registry.get(self.signature.target_name)
+        target = _target_from_signature(self.signature)
+        return export_artifact(self._executable, path, self.signature, backend.export_compiler(target))
+
+
+def _target_from_signature(signature: Signature):
+    import tvm
+
+    return tvm.target.Target(signature.target)
+
+
+def compile(  # noqa: A001  (the natural name for a compiler's entry point)
+    model,
+    target: str = "llvm",
+    *,
+    input_shapes: dict[str, list[int]] | None = None,
+    opt_level: int = 3,
+    target_options: dict | None = None,
+    dump_ir: str | None = None,
+    time_passes: bool = False,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``."""
+    from accelc.targets import registry
+
+    from .frontend import import_onnx
+    from .pipeline import PipelineOptions, run
+
+    if opt_level not in (0, 1, 2, 3):
+        from .errors import AccelcError
+
+        raise AccelcError(f"--opt-level must be 0..3, got {opt_level}")
+    backend = registry.get(target)
+    tvm_target = backend.make(target_options)
+    imported = import_onnx(model, input_shapes)
+    options = PipelineOptions(opt_level=opt_level, dump_ir=dump_ir, time_passes=time_passes)
+    executable, report = run(imported.mod, backend, tvm_target, options)
+    signature = Signature(
+        inputs=imported.inputs,
+        outputs=imported.outputs,
+        target=_jsonable(tvm_target.export()),
+        target_name=backend.name,
+        accelc_version=__version__,
+        opt_level=opt_level,
+        model={"name": imported.name, "sha256": imported.sha256},
+    )
+    return CompiledModel(signature, executable=executable, report=report)
+
+
+def _jsonable(value):
+    """TVM's target export holds tuples and TVM containers; make it plain JSON."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, str)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return str(value)
+
+
+def load(path: str | Path) -> CompiledModel:
+    """Load an artifact written by ``accelc compile`` / ``CompiledModel.export``."""
+    path = Path(path)
+    return CompiledModel(read_signature(path), path=path)

@@ -1,0 +1,274 @@
+"""The driver: each CLI command is one function taking a dataclass of options.
+
+The CLI (``accelc/cli.py``) only parses arguments into these dataclasses; everything a
+command does lives here, so it can be called from Python and tested without a subprocess.
+Functions print their human-readable report through ``out`` (default: stdout).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AccelcError, InputMismatchError
+
+FILL_MODES = ("random", "zeros", "ones")
+
+
+def _print(*args, out=None):
+    print(*args, file=out or sys.stdout)
+
+
+# --------------------------------------------------------------------------------- compile
+@dataclass(frozen=True)
+class CompileOptions:
+    model: str | None = None  # None: the embedded default model
+    target: str = "llvm"
+    output: str | None = None
+    opt_level: int = 3
+    input_shapes: tuple[str, ...] = ()
+    mcpu: str | None = None
+    num_cores: int | None = None
+    mattr: str | None = None
+    dump_ir: str | None = None
+    time_passes: bool = False
+
+
+def compile_model(opts: CompileOptions, out=None):
+    """Compile ``opts.model`` and export it; return (CompiledModel, artifact path)."""
+    from . import api
+    from .frontend import parse_input_shapes
+
+    input_shapes = parse_input_shapes(list(opts.input_shapes))
+    if opts.model is None:
+        from .models import DEFAULT_INPUT_SHAPE, default_model_path
+
+        model = str(default_model_path())
+        input_shapes = input_shapes or dict(DEFAULT_INPUT_SHAPE)
+    else:
+        model = opts.model
+    output = Path(opts.output or Path(model).with_suffix(".so").name)
+    if output.exists() and output.is_dir():
+        raise AccelcError(f"output path is a directory: {output}")
+
+    start = time.perf_counter()
+    compiled = api.compile(
+        model,
+        opts.target,
+        input_shapes=input_shapes,
+        opt_level=opts.opt_level,
+        target_options={"mcpu": opts.mcpu, "num-cores": opts.num_cores, "mattr": opts.mattr},
+        dump_ir=opts.dump_ir,
+        time_passes=opts.time_passes,
+    )
+    compiled.export(output)
+    seconds = time.perf_counter() - start
+    sig = compiled.signature
+    _print(f"compiled {model} -> {output} ({sig.target_name}, O{opts.opt_level}, {seconds:.1f} s)", out=out)
+    _print(f"  target:  {_target_text(sig.target)}", out=out)
+    for t in sig.inputs:
+        _print(f"  input   {t.describe()}", out=out)
+    for t in sig.outputs:
+        _print(f"  output  {t.describe()}", out=out)
+    if opts.dump_ir:
+        _print(f"  IR after every pass written to {opts.dump_ir}/", out=out)
+    if opts.time_passes and compiled.report is not None:
+        _print(compiled.report.format(), out=out)
+    return compiled, output
+
+
+def _target_text(target: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in target.items() if k not in ("tag", "keys") and v not in ("", None))
+
+
+# ------------------------------------------------------------------------------------- run
+@dataclass(frozen=True)
+class RunOptions:
+    artifact: str
+    inputs: tuple[str, ...] = ()  # NAME=FILE.npy
+    inputs_npz: str | None = None
+    fill_mode: str = "random"
+    output: str | None = None
+    repeat: int = 1
+    print_time: bool = False
+    seed: int = 0
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise InputMismatchError(f"{what}: file not found: {path}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise InputMismatchError(f"{what}: {path} is not a readable .npy file ({exc})") from exc
+
+
+def gather_inputs(signature, given: tuple[str, ...], npz: str | None, fill_mode: str, seed: int = 0):
+    """Inputs by name from ``--input``/``--inputs``; the rest filled per ``fill_mode``."""
+    if fill_mode not in FILL_MODES:
+        raise AccelcError(f"--fill-mode must be one of {FILL_MODES}, got {fill_mode!r}")
+    inputs: dict[str, np.ndarray] = {}
+    if npz:
+        if not Path(npz).is_file():
+            raise InputMismatchError(f"--inputs: file not found: {npz}")
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                inputs.update({k: data[k] for k in data.files})
+        except Exception as exc:
+            raise InputMismatchError(f"--inputs: {npz} is not a readable .npz file ({exc})") from exc
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputMismatchError(f"--input {item!r}: expected NAME=FILE.npy")
+        inputs[name] = _load_array(path, f"--input {name}")
+    rng = np.random.default_rng(seed)
+    for spec in signature.inputs:
+        if spec.name not in inputs:
+            inputs[spec.name] = _fill(spec, fill_mode, rng)
+    return inputs
+
+
+def _fill(spec, mode: str, rng) -> np.ndarray:
+    dtype = np.dtype(spec.dtype)
+    if mode == "zeros":
+        return np.zeros(spec.shape, dtype)
+    if mode == "ones":
+        return np.ones(spec.shape, dtype)
+    if dtype.kind == "f":
+        return rng.random(spec.shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, spec.shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -128), min(info.max, 127) + 1, spec.shape).astype(dtype)
+
+
+def run_artifact(opts: RunOptions, out=None) -> dict[str, np.ndarray]:
+    from . import api
+
+    if opts.repeat < 1:
+        raise AccelcError(f"--repeat must be >= 1, got {opts.repeat}")
+    compiled = api.load(opts.artifact)
+    inputs = gather_inputs(compiled.signature, opts.inputs, opts.inputs_npz, opts.fill_mode, opts.seed)
+    outputs = compiled.run(inputs)
+    if opts.output:
+        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(opts.output, **outputs)
+        _print(f"wrote {len(outputs)} output(s) to {opts.output}", out=out)
+    else:
+        for name, value in outputs.items():
+            flat = value.reshape(-1)
+            head = np.array2string(flat[:8], precision=5, separator=", ")
+            _print(f"{name}: {value.dtype}{list(value.shape)} {head}{' ...' if flat.size > 8 else ''}", out=out)
+    if opts.print_time or opts.repeat > 1:
+        times = compiled.benchmark(inputs, repeat=opts.repeat, warmup=1)
+        _print(format_times(times), out=out)
+    return outputs
+
+
+def format_times(times: list[float]) -> str:
+    std = statistics.pstdev(times) if len(times) > 1 else 0.0
+    return (
+        f"latency (ms) over {len(times)} run(s): median {statistics.median(times):.3f}  "
+        f"mean {statistics.fmean(times):.3f}  min {min(times):.3f}  max {max(times):.3f}  std {std:.3f}"
+    )
+
+
+# --------------------------------------------------------------------------------- inspect
+@dataclass(frozen=True)
+class InspectOptions:
+    model: str
+    input_shapes: tuple[str, ...] = ()
+
+
+def inspect_model(opts: InspectOptions, out=None):
+    from .analysis import analyze
+    from .artifact import read_signature
+    from .frontend import parse_input_shapes
+
+    if Path(opts.model).suffix == ".so":
+        sig = read_signature(opts.model)
+        _print(f"accelc artifact {opts.model} (accelc {sig.accelc_version}, format 1)", out=out)
+        _print(f"  model:   {sig.model.get('name')} sha256 {sig.model.get('sha256', '')[:16]}...", out=out)
+        _print(f"  target:  {sig.target_name}: {_target_text(sig.target)}", out=out)
+        _print(f"  opt-level: {sig.opt_level}", out=out)
+        for t in sig.inputs:
+            _print(f"  input   {t.describe()}", out=out)
+        for t in sig.outputs:
+            _print(f"  output  {t.describe()}", out=out)
+        return sig
+    report = analyze(opts.model, parse_input_shapes(list(opts.input_shapes)))
+    _print(report.format(), out=out)
+    return report
+
+
+# ------------------------------------------------------------------------------------ demo
+@dataclass(frozen=True)
+class DemoOptions:
+    output: str = "out/demo/digits_cnn.so"
+    opt_level: int = 3
+    target: str = "llvm"
+
+
+@dataclass
+class DemoResult:
+    artifact: Path
+    accelc_accuracy: float
+    ort_accuracy: float
+    max_abs_diff: float
+    accelc_ms: float = 0.0
+    ort_ms: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def demo(opts: DemoOptions, out=None) -> DemoResult:
+    """Compile the embedded digits CNN, run its held-out test set through the exported .so
+    and through onnxruntime, and report both accuracies."""
+    import onnxruntime as ort
+
+    from . import api
+    from .models import accuracy, default_model_path, load_digits_test
+
+    _, artifact = compile_model(
+        CompileOptions(model=None, target=opts.target, output=opts.output, opt_level=opts.opt_level),
+        out=out,
+    )
+    compiled = api.load(artifact)  # run what was written, not the in-memory copy
+    images, labels = load_digits_test()
+    in_name = compiled.signature.inputs[0].name
+    logits = np.concatenate([compiled.run({in_name: images[i : i + 1]})[compiled.signature.output_names[0]] for i in range(len(images))])
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(default_model_path()), options, providers=["CPUExecutionProvider"])
+    ref = np.concatenate([session.run(None, {in_name: images[i : i + 1]})[0] for i in range(len(images))])
+
+    sample = {in_name: images[:1]}
+    accelc_ms = statistics.median(compiled.benchmark(sample, repeat=200, warmup=10))
+    ort_times = []
+    for _ in range(210):
+        start = time.perf_counter()
+        session.run(None, sample)
+        ort_times.append((time.perf_counter() - start) * 1000)
+    result = DemoResult(
+        artifact=artifact,
+        accelc_accuracy=accuracy(logits, labels),
+        ort_accuracy=accuracy(ref, labels),
+        max_abs_diff=float(np.abs(logits - ref).max()),
+        accelc_ms=accelc_ms,
+        ort_ms=statistics.median(ort_times[10:]),
+    )
+    _print(f"digits test set: {len(labels)} held-out images (scikit-learn digits)", out=out)
+    _print(f"  top-1 accuracy  accelc (.so): {result.accelc_accuracy:.2f}%   onnxruntime: {result.ort_accuracy:.2f}%", out=out)
+    _print(f"  max |logit difference|: {result.max_abs_diff:.2e}", out=out)
+    _print(
+        f"  latency batch 1 (median): accelc {result.accelc_ms:.3f} ms   onnxruntime {result.ort_ms:.3f} ms"
+        f"   ratio {result.accelc_ms / result.ort_ms:.2f}x",
+        out=out,
+    )
+    return result
