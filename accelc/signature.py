@@ -34,6 +34,14 @@ class TensorSpec:
         shape = None if d["shape"] is None else tuple(d["shape"])
         return TensorSpec(d["name"], shape, d["dtype"])
 
+    def matches_shape(self, shape) -> bool:
+        """True if ``shape`` fits; unknown dimensions (None) match any size."""
+        if self.shape is None:
+            return True
+        return len(shape) == len(self.shape) and all(
+            want is None or want == got for want, got in zip(self.shape, shape)
+        )
+
     def describe(self) -> str:
         if self.shape is None:
             return f"{self.name}: {self.dtype}[...]"
@@ -111,7 +119,7 @@ class Signature:
                 raise InputMismatchError(
                     f"input {spec.name!r} has dtype {value.dtype}, expected {spec.dtype}"
                 )
-            if tuple(value.shape) != tuple(spec.shape):
+            if not spec.matches_shape(value.shape):
                 raise InputMismatchError(
                     f"input {spec.name!r} has shape {list(value.shape)}, "
                     f"expected {list(spec.shape)}"
