@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...")
 
+    p = sub.add_parser("bench", help="time accelc against onnxruntime (and OpenVINO) side by side")
+    p.add_argument("model")
+    p.add_argument("-O", "--opt-level", type=int, default=3, choices=range(4), metavar="{0,1,2,3}")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...")
+    p.add_argument("--target", default="llvm")
+    p.add_argument("--repeat", type=int, default=30, help="timed runs per engine (default 30)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    p.add_argument("--json", dest="json_path", metavar="OUT", help="write the results as JSON")
+
     p = sub.add_parser("demo", help="compile and run the embedded digits CNN, compare with onnxruntime")
     p.add_argument("-o", "--output", default="out/demo/digits_cnn.so")
     p.add_argument("-O", "--opt-level", type=int, default=3, choices=range(4), metavar="{0,1,2,3}")
@@ -89,6 +99,14 @@ def _dispatch(args) -> None:
         )
     elif args.command == "inspect":
         driver.inspect_model(driver.InspectOptions(args.model, tuple(args.input_shape)))
+    elif args.command == "bench":
+        driver.bench(
+            driver.BenchOptions(
+                model=args.model, target=args.target, input_shapes=tuple(args.input_shape),
+                opt_level=args.opt_level, repeat=args.repeat, warmup=args.warmup,
+                threads=args.threads, json_path=args.json_path,
+            )
+        )
     elif args.command == "demo":
         driver.demo(driver.DemoOptions(output=args.output, opt_level=args.opt_level))
 

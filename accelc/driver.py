@@ -272,3 +272,117 @@ def demo(opts: DemoOptions, out=None) -> DemoResult:
         out=out,
     )
     return result
+
+
+# ----------------------------------------------------------------------------------- bench
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str
+    target: str = "llvm"
+    input_shapes: tuple[str, ...] = ()
+    opt_level: int = 3
+    repeat: int = 30
+    warmup: int = 3
+    threads: int = 2
+    json_path: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class BenchResult:
+    model: str
+    compile_seconds: float
+    medians_ms: dict[str, float]
+    times_ms: dict[str, list[float]]
+
+    def ratio(self, engine: str, reference: str = "onnxruntime") -> float:
+        return self.medians_ms[engine] / self.medians_ms[reference]
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "compile_seconds": self.compile_seconds,
+            "median_ms": self.medians_ms,
+            "ratio_vs_onnxruntime": {k: self.ratio(k) for k in self.medians_ms},
+            "times_ms": self.times_ms,
+        }
+
+
+def _ort_session(model, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def bench(opts: BenchOptions, out=None) -> BenchResult:
+    """Time accelc against onnxruntime (and OpenVINO when installed) in one process,
+    interleaved run by run so that machine noise hits every engine alike."""
+    import os
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(opts.threads))  # before TVM's pool starts
+    from . import api
+    from .frontend import load_onnx, parse_input_shapes
+
+    if opts.repeat < 1 or opts.warmup < 0:
+        raise AccelcError("--repeat must be >= 1 and --warmup >= 0")
+    proto = load_onnx(opts.model)
+    start = time.perf_counter()
+    compiled = api.compile(
+        proto, opts.target, input_shapes=parse_input_shapes(list(opts.input_shapes)),
+        opt_level=opts.opt_level, target_options={"num-cores": opts.threads},
+    )
+    compile_seconds = time.perf_counter() - start
+    inputs = gather_inputs(compiled.signature, (), None, "random", opts.seed)
+
+    import tvm
+
+    vm = compiled._machine()
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in compiled.signature.check_inputs(inputs)]
+    engines = {"accelc": lambda: vm["main"](*args)}
+    session = _ort_session(proto, opts.threads)
+    engines["onnxruntime"] = lambda: session.run(None, inputs)
+    openvino = _openvino_runner(proto, inputs, opts.threads)
+    if openvino is not None:
+        engines["openvino"] = openvino
+
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for i in range(opts.warmup + opts.repeat):
+        for name, fn in engines.items():
+            begin = time.perf_counter()
+            fn()
+            if i >= opts.warmup:
+                times[name].append((time.perf_counter() - begin) * 1000.0)
+    result = BenchResult(
+        model=str(opts.model),
+        compile_seconds=compile_seconds,
+        medians_ms={k: statistics.median(v) for k, v in times.items()},
+        times_ms=times,
+    )
+    _print(f"{Path(opts.model).name}: {opts.repeat} interleaved runs, {opts.threads} threads, batch as compiled", out=out)
+    _print(f"  {'engine':<14s}{'median ms':>12s}{'min ms':>10s}{'vs onnxruntime':>16s}", out=out)
+    for name, values in times.items():
+        _print(f"  {name:<14s}{result.medians_ms[name]:12.3f}{min(values):10.3f}{result.ratio(name):15.2f}x", out=out)
+    _print(f"  accelc compile time: {compile_seconds:.1f} s", out=out)
+    if opts.json_path:
+        import json
+
+        Path(opts.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.json_path).write_text(json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def _openvino_runner(proto, inputs, threads: int):
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    model = core.read_model(proto.SerializeToString(), b"")
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda: request.infer(inputs)
