@@ -52,10 +52,14 @@ class LLVMCPU(TargetBackend):
             raise TargetError(f"invalid options for target {self.name!r}: {exc}") from exc
 
     def layout_passes(self, target) -> list:
-        return []
+        from . import llvm_cpu
+
+        return llvm_cpu.layout_passes(target)
 
     def schedule_passes(self, target) -> list:
-        return []
+        from . import llvm_cpu
+
+        return llvm_cpu.schedule_passes(target)
 
 
 LLVM = register(LLVMCPU("llvm", "host x86-64 CPU via LLVM (mcpu and num-cores detected)"))

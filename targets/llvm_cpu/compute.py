@@ -1,0 +1,119 @@
+"""TE compute definitions of the packed-layout kernels the CPU schedule rules know.
+
+Every main block carries ``schedule_rule = "accelc.llvm_cpu.<kernel>"`` as a block attribute, so
+the rules find their block again after FuseOps/FuseTIR (and a MetaSchedule ``ApplyCustomRule``
+can later dispatch on the same name).
+"""
+
+from __future__ import annotations
+
+from tvm import te, topi
+
+CONV2D_NCHWC = "accelc.llvm_cpu.conv2d_nchwc"
+DEPTHWISE_CONV2D_NCHWC = "accelc.llvm_cpu.depthwise_conv2d_nchwc"
+DENSE_PACKED = "accelc.llvm_cpu.dense_packed"
+
+
+def _pad(data, pad_top, pad_left, pad_bottom, pad_right):
+    if pad_top == pad_left == pad_bottom == pad_right == 0:
+        return data
+    return topi.nn.pad(
+        data, (0, 0, pad_top, pad_left, 0), (0, 0, pad_bottom, pad_right, 0), name="data_pad"
+    )
+
+
+def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, reg_n):
+    """Grouped conv2d, data NCHW{ib}c, kernel OIHW{ib}i{ob}o, output NCHW{ob}c.
+
+    The output width is computed up to a multiple of ``reg_n`` (the schedule's register tile)
+    and cropped by a trailing injective block, so the micro-kernel has no tail.
+    """
+    n, icc, ih, iw, ib = (int(x) for x in data.shape)
+    occ, icc_g, kh, kw, kib, ob = (int(x) for x in kernel.shape)
+    assert kib == ib, "kernel input block must equal data block"
+    sh, sw = strides
+    dh, dw = dilation
+    pt, pl, pb, pr = padding
+    oh = (ih + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (iw + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    owp = -(-ow // reg_n) * reg_n
+    # Right padding so that the padded-out columns read in-bounds (zero) input.
+    pr_ext = max(pr, (owp - 1) * sw + (kw - 1) * dw + 1 - iw - pl)
+    data_pad = _pad(data, pt, pl, pb, pr_ext)
+    occ_per_group = occ // groups
+    rc = te.reduce_axis((0, icc_g), "rc")
+    rh = te.reduce_axis((0, kh), "rh")
+    rw = te.reduce_axis((0, kw), "rw")
+    rb = te.reduce_axis((0, ib), "rb")
+
+    def _in_chunk(o, c):
+        return c if groups == 1 else (o // occ_per_group) * icc_g + c
+
+    conv = te.compute(
+        (n, occ, oh, owp, ob),
+        lambda b, o, y, x, ov: te.sum(
+            data_pad[b, _in_chunk(o, rc), y * sh + rh * dh, x * sw + rw * dw, rb].astype(out_dtype)
+            * kernel[o, rc, rh, rw, rb, ov].astype(out_dtype),
+            axis=[rc, rh, rw, rb],
+        ),
+        name="conv2d_nchwc",
+        attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n},
+    )
+    if owp == ow:
+        return conv
+    return te.compute((n, occ, oh, ow, ob), lambda *i: conv(*i), name="conv2d_nchwc_crop")
+
+
+def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype, reg_n):
+    """Depthwise conv2d (multiplier 1), data NCHW{b}c, kernel OIHW1i{b}o, output NCHW{b}c."""
+    n, cc, ih, iw, cb = (int(x) for x in data.shape)
+    kcc, _, kh, kw, _, kcb = (int(x) for x in kernel.shape)
+    assert (kcc, kcb) == (cc, cb)
+    sh, sw = strides
+    dh, dw = dilation
+    pt, pl, pb, pr = padding
+    oh = (ih + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (iw + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    owp = -(-ow // reg_n) * reg_n
+    pr_ext = max(pr, (owp - 1) * sw + (kw - 1) * dw + 1 - iw - pl)
+    data_pad = _pad(data, pt, pl, pb, pr_ext)
+    rh = te.reduce_axis((0, kh), "rh")
+    rw = te.reduce_axis((0, kw), "rw")
+    conv = te.compute(
+        (n, cc, oh, owp, cb),
+        lambda b, c, y, x, cv: te.sum(
+            data_pad[b, c, y * sh + rh * dh, x * sw + rw * dw, cv].astype(out_dtype)
+            * kernel[c, 0, rh, rw, 0, cv].astype(out_dtype),
+            axis=[rh, rw],
+        ),
+        name="depthwise_conv2d_nchwc",
+        attrs={"schedule_rule": DEPTHWISE_CONV2D_NCHWC, "accelc.reg_n": reg_n},
+    )
+    if owp == ow:
+        return conv
+    return te.compute((n, cc, oh, ow, cb), lambda *i: conv(*i), name="depthwise_conv2d_nchwc_crop")
+
+
+def dense_packed(data, weight_packed, n_valid, out_dtype):
+    """``data[..., K] x W[K, N]`` with W pre-packed into panels ``Wp[N/bn, K, bn]``.
+
+    The product is computed over whole panels (``N`` rounded up to ``bn``, the padding columns
+    of ``Wp`` are zero) and cropped to ``n_valid`` by a trailing injective block.
+    """
+    *batch, k = (int(x) for x in data.shape)
+    npanels, k2, bn = (int(x) for x in weight_packed.shape)
+    assert k == k2
+    rk = te.reduce_axis((0, k), "rk")
+    dense = te.compute(
+        (*batch, npanels * bn),
+        lambda *idx: te.sum(
+            data[(*idx[:-1], rk)].astype(out_dtype)
+            * weight_packed[idx[-1] // bn, rk, idx[-1] % bn].astype(out_dtype),
+            axis=[rk],
+        ),
+        name="dense_packed",
+        attrs={"schedule_rule": DENSE_PACKED, "accelc.block_n": bn},
+    )
+    if npanels * bn == n_valid:
+        return dense
+    return te.compute((*batch, n_valid), lambda *i: dense(*i), name="dense_packed_crop")

@@ -1,0 +1,99 @@
+"""Hardware constants and schedule knobs of the LLVM CPU target.
+
+Everything a tuner may later search lives in :class:`CpuScheduleConfig`; the defaults are
+derived from the target (vector width, number of cores) by :func:`config_from_target`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tvm
+from tvm.target import Target, codegen
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuScheduleConfig:
+    """Knobs of the default CPU schedules (all searchable by a tuner).
+
+    vector_lanes:      fp32 lanes of one vector register (8 for AVX2, 16 for AVX-512).
+    num_vector_regs:   architectural vector registers (16 ymm, 32 zmm).
+    num_cores:         threads the outer parallel loop is cut for.
+    channel_block:     largest channel block of the packed NCHW{c}c layout.
+    conv_max_accum:    vector accumulators the conv micro-kernel keeps live; the register tile
+                       is ``reg_n`` output pixels x ``oc_block / vector_lanes`` vectors.
+    dense_block_n:     columns of one packed weight panel of dense/matmul (multiple of lanes).
+    dense_max_accum:   vector accumulators of the dense micro-kernel (rows x panel vectors).
+    unroll_kw:         unroll the kernel-width loop of conv (puts kw inside the ic block loop).
+    """
+
+    vector_lanes: int = 8
+    num_vector_regs: int = 16
+    num_cores: int = 1
+    channel_block: int = 16
+    conv_max_accum: int = 12
+    dense_block_n: int = 16
+    dense_max_accum: int = 12
+    unroll_kw: bool = True
+
+    def conv_reg_n(self, out_width: int, oc_block: int) -> int:
+        """Output pixels per register tile: a divisor of ``out_width`` if a good one exists.
+
+        Returns the width tile; when it does not divide ``out_width`` the compute pads the
+        output width up to a multiple of it (the extra columns are computed and dropped), so
+        the micro-kernel never carries a tail predicate.
+        """
+        vecs = max(1, oc_block // self.vector_lanes)
+        limit = max(1, self.conv_max_accum // vecs)
+        if out_width <= limit:
+            return out_width
+        # least padded width over tiles in [limit/2, limit]; ties go to the larger tile
+        candidates = range((limit + 1) // 2, limit + 1)
+        return min(candidates, key=lambda r: (-(-out_width // r) * r, -r))
+
+
+def _has(feature: str, target: Target) -> bool:
+    try:
+        return bool(codegen.target_has_features(feature, target))
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def config_from_target(target: Target | None = None) -> CpuScheduleConfig:
+    """Sensible defaults for ``target`` (or ``Target.current()``)."""
+    target = target if target is not None else Target.current(allow_none=True)
+    if target is None:
+        return CpuScheduleConfig()
+    if _has("avx512f", target):
+        lanes, regs = 16, 32
+    elif _has("avx2", target) or _has("avx", target):
+        lanes, regs = 8, 16
+    else:  # SSE / NEON: 128-bit registers
+        lanes, regs = 4, 16
+    cores = int(target.attrs.get("num-cores", 0) or 0) or 1
+    # Leave registers for broadcast inputs and weight vectors (measured: more accumulators
+    # than this spill in the unrolled-kw 3x3 kernel): 10 of 16 ymm, 24 of 32 zmm.
+    accum = 10 if regs <= 16 else 24
+    return CpuScheduleConfig(
+        vector_lanes=lanes,
+        num_vector_regs=regs,
+        num_cores=cores,
+        channel_block=16,
+        conv_max_accum=accum,
+        dense_block_n=max(16, 2 * lanes) if lanes <= 8 else 2 * lanes,
+        dense_max_accum=accum,
+    )
+
+
+def host_target(num_cores: int | None = None) -> Target:
+    """An LLVM target for this machine's CPU.
+
+    ``{"kind": "llvm"}`` alone compiles for generic x86-64 (SSE2, no FMA): the schedules here
+    are only fast with ``mcpu`` set to the real CPU.
+    """
+    import os  # pylint: disable=import-outside-toplevel
+
+    cores = num_cores or len(os.sched_getaffinity(0))
+    return tvm.target.Target(
+        {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": cores}
+    )

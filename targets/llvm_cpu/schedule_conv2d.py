@@ -1,0 +1,69 @@
+"""Schedule rules for packed conv2d (NCHW{c}c): register-blocked FMA micro-kernel."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from . import compute
+from .config import CpuScheduleConfig, config_from_target
+from .schedule_utils import find_rule_block, place_epilogue, producers_before, schedule_injective
+
+
+class Conv2dNCHWc(ScheduleRule):
+    """conv2d_nchwc (incl. grouped) + fused epilogue.
+
+    Tile: ``reg_n`` output pixels of one row x one ``oc_block`` (``oc_block/lanes`` vectors):
+    ``reg_n * oc_block / lanes`` accumulators stay in registers across the whole reduction
+    (input-channel chunks, kh, kw, channels of the block); the inner step is one broadcast of an
+    input pixel and ``oc_block/lanes`` FMAs per pixel. Outer loops (batch, oc chunk, output
+    row) are fused and run in parallel; the epilogue (bias, relu, residual add, crop) is
+    computed from the register tile before it is stored.
+    """
+
+    def __init__(self, config: CpuScheduleConfig | None = None):
+        self.config = config
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        conv = find_rule_block(sch, compute.CONV2D_NCHWC)
+        depthwise = False
+        if conv is None:
+            conv = find_rule_block(sch, compute.DEPTHWISE_CONV2D_NCHWC)
+            depthwise = True
+        if conv is None:
+            return None
+        config = self.config or config_from_target(target)
+        reg_n = int(sch.get(conv).annotations["accelc.reg_n"])
+        for block in producers_before(sch, conv):
+            schedule_injective(sch, block, config)
+        loops = sch.get_loops(conv)
+        if depthwise:
+            n, oc, oh, ow, ob, rh, rw = loops
+        else:
+            n, oc, oh, ow, ob, rc, rh, rw, rb = loops
+        xo, xi = sch.split(ow, [None, reg_n])
+        if depthwise:
+            sch.reorder(n, oc, oh, xo, rh, rw, xi, ob)
+            reduce_outer = rh
+        elif config.unroll_kw:
+            sch.reorder(n, oc, oh, xo, rc, rh, rb, rw, xi, ob)
+            sch.unroll(rw)
+            reduce_outer = rc
+        else:
+            sch.reorder(n, oc, oh, xo, rc, rh, rw, rb, xi, ob)
+            reduce_outer = rc
+        outer = sch.fuse(n, oc, oh)
+        if config.num_cores > 1:
+            sch.parallel(outer)
+        sch.unroll(xi)
+        sch.vectorize(ob)
+        sch, _ = place_epilogue(sch, conv, xo, config)
+        init = sch.decompose_reduction(conv, reduce_outer)
+        init_loops = sch.get_loops(init)
+        sch.vectorize(init_loops[-1])
+        sch.unroll(init_loops[-2])
+        return sch

@@ -1,0 +1,140 @@
+"""Helpers shared by the CPU schedule rules."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+from .config import CpuScheduleConfig
+
+
+def find_rule_block(sch: s_tir.Schedule, rule: str):
+    """The block annotated ``schedule_rule == rule``, or None (also None if there are several)."""
+    found = []
+    for block in sch.get_child_blocks(sch.get_sblock("root") if _has_root(sch) else None):
+        ann = sch.get(block).annotations
+        if "schedule_rule" in ann and str(ann["schedule_rule"]) == rule:
+            found.append(block)
+    return found[0] if len(found) == 1 else None
+
+
+def _has_root(sch: s_tir.Schedule) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def all_blocks(sch: s_tir.Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def loop_extent(sch: s_tir.Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def inline_epilogue(sch: s_tir.Schedule, main) -> list:
+    """Inline the injective blocks that follow ``main`` into each other; return the blocks
+    that remain after ``main`` (normally one: the block writing the function output)."""
+    blocks = all_blocks(sch)
+    names = [sch.get(b).name_hint for b in blocks]
+    main_name = sch.get(main).name_hint
+    after = names[names.index(main_name) + 1:]
+    remaining = []
+    for i, name in enumerate(after):
+        block = sch.get_sblock(name)
+        if i == len(after) - 1:
+            remaining.append(block)
+            break
+        try:
+            sch.compute_inline(block)
+        except Exception:  # pylint: disable=broad-except
+            remaining.append(block)
+    return remaining
+
+
+def producers_before(sch: s_tir.Schedule, main) -> list:
+    blocks = all_blocks(sch)
+    names = [sch.get(b).name_hint for b in blocks]
+    return [sch.get_sblock(n) for n in names[: names.index(sch.get(main).name_hint)]]
+
+
+def schedule_injective(sch: s_tir.Schedule, block, config: CpuScheduleConfig) -> None:
+    """Parallel outer loops + vectorized innermost loop for a spatial block at root."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    extents = [loop_extent(sch, l) for l in loops]
+    if any(e is None for e in extents):
+        return
+    inner = loops[-1]
+    if len(loops) > 1:
+        outer = sch.fuse(*loops[:-1])
+        if _prod(extents[:-1]) > 1 and config.num_cores > 1:
+            sch.parallel(outer)
+    elif extents[0] >= 4 * config.vector_lanes and config.num_cores > 1:
+        outer, inner = sch.split(inner, [None, config.vector_lanes * 4])
+        sch.parallel(outer)
+        extents = [config.vector_lanes * 4]
+    if extents[-1] <= 64:
+        sch.vectorize(inner)
+    elif extents[-1] % config.vector_lanes == 0:
+        _, vec = sch.split(inner, [None, config.vector_lanes])
+        sch.vectorize(vec)
+
+
+def _prod(xs):
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConfig):
+    """Keep ``main``'s output tile in registers and compute the epilogue inside the tile.
+
+    If ``main`` writes the function output itself, a local cache is inserted; otherwise the
+    single remaining epilogue block is moved under ``tile_loop``. When the epilogue reads the
+    tile through a non-identity map (e.g. a layout_transform back to NCHW) the tile is written
+    once from registers and the epilogue runs as its own loop nest.
+    Returns ``(schedule, fused)``; the schedule may be a copy (block/loop RVs stay valid).
+    """
+    epilogue = inline_epilogue(sch, main)
+    if not epilogue:
+        final = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(final, tile_loop, preserve_unit_loops=False)
+        _vectorize_tile(sch, final, tile_loop, config)
+        return sch, True
+    for block in epilogue[:-1]:
+        schedule_injective(sch, block, config)
+    final = epilogue[-1]
+    trial = sch.copy()
+    try:
+        trial.set_scope(main, 0, "local")
+        trial.reverse_compute_at(final, tile_loop, preserve_unit_loops=False)
+        _vectorize_tile(trial, final, tile_loop, config)
+        return trial, True
+    except Exception:  # pylint: disable=broad-except
+        pass
+    cache = sch.cache_write(main, 0, "local")
+    sch.reverse_compute_at(cache, tile_loop, preserve_unit_loops=False)
+    _vectorize_tile(sch, cache, tile_loop, config)
+    schedule_injective(sch, final, config)
+    return sch, False
+
+
+def _vectorize_tile(sch, block, tile_loop, config):
+    loops = sch.get_loops(block)
+    tile_stmt = sch.get(tile_loop)
+    idx = [i for i, l in enumerate(loops) if sch.get(l).same_as(tile_stmt)]
+    inner = loops[idx[0] + 1:] if idx else loops[-2:]
+    if not inner:
+        return
+    ext = loop_extent(sch, inner[-1])
+    if ext is not None and ext <= 64:
+        sch.vectorize(inner[-1])
+    for loop in inner[:-1]:
+        e = loop_extent(sch, loop)
+        if e is not None and e <= 32:
+            sch.unroll(loop)

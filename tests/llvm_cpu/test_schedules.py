@@ -1,0 +1,170 @@
+"""Numeric + rule-fired tests of the LLVM CPU layout and schedule passes.
+
+Each case builds a small Relax model, runs accelc's CPU phases (layout_passes ->
+FoldConstant -> LegalizeOps -> FuseOps/FuseTIR -> schedule_passes -> tvm.compile) and compares
+with numpy at fp32 tolerance, asserting which rules fired and that no PrimFunc was left
+unscheduled (a rule that silently does nothing would pass any numeric test).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+try:
+    from accelc.targets import llvm_cpu as cpu  # noqa: E402
+except ImportError:
+    from targets import llvm_cpu as cpu  # noqa: E402
+from targets.llvm_cpu.config import CpuScheduleConfig  # noqa: E402
+from targets.llvm_cpu.convert_conv2d_layout import channel_block  # noqa: E402
+
+RTOL = {"float32": 1e-4}
+TARGET = cpu.host_target(2)
+
+
+def _compile(mod):
+    passes = [relax.transform.FoldConstant(), *cpu.layout_passes(TARGET), relax.transform.FoldConstant(),
+              relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+              relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    sched = cpu.schedule_passes(TARGET)
+    with TARGET:
+        mod = tvm.transform.Sequential(passes + sched)(mod)
+    unscheduled = [g.name_hint for g, f in mod.functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and not (f.attrs and "accelc.schedule_rule" in f.attrs)]
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET), tvm.cpu())
+    return vm, sched[0], unscheduled
+
+
+def _conv_ref(x, w, stride, pad, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :oh, :ow]
+    og = o // groups
+    outs = [np.einsum("nchwij,ocij->nohw", win[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og]) for g in range(groups)]
+    return np.concatenate(outs, axis=1)
+
+
+def _check(vm, inputs, ref):
+    out = vm["main"](*[tvm.runtime.tensor(a) for a in inputs]).numpy()
+    np.testing.assert_allclose(out, ref, rtol=RTOL["float32"], atol=RTOL["float32"] * np.abs(ref).max())
+
+
+CONV_CASES = [
+    # C, O, H, W, K, stride, pad, groups, residual
+    (16, 32, 9, 9, 3, 1, 1, 1, False),     # 3x3, blocks 16
+    (3, 24, 15, 13, 7, 2, 3, 1, False),    # first layer: 3 channels, odd sizes, 7x7 stride 2
+    (20, 36, 7, 11, 1, 1, 0, 1, True),     # channels not divisible by 16 (block 4), + residual
+    (64, 64, 14, 14, 1, 2, 0, 1, False),   # 1x1 stride 2
+    (32, 32, 10, 10, 3, 2, 1, 32, False),  # depthwise stride 2
+    (24, 48, 8, 8, 1, 1, 0, 3, False),     # grouped (ShuffleNet-like)
+    (16, 40, 13, 13, 3, 1, 1, 1, False),   # 13 wide: register tile padding + crop
+]
+
+
+@pytest.mark.parametrize("c,o,h,w,k,s,p,g,residual", CONV_CASES)
+def test_conv2d_bias_relu(c, o, h, w, k, s, p, g, residual):
+    rng = np.random.default_rng(c * 1000 + o)
+    wt = rng.standard_normal((o, c // g, k, k)).astype("float32")
+    bias = rng.standard_normal((1, o, 1, 1)).astype("float32")
+    x = rng.standard_normal((1, c, h, w)).astype("float32")
+    ref = _conv_ref(x, wt, s, p, g) + bias
+    oh, ow = ref.shape[2:]
+    res = rng.standard_normal((1, o, oh, ow)).astype("float32")
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, c, h, w), "float32"))
+    rv = relax.Var("r", relax.TensorType((1, o, oh, ow), "float32"))
+    params = [xv, rv] if residual else [xv]
+    with bb.function("main", params):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(xv, relax.const(wt), strides=s, padding=p, groups=g))
+            y = bb.emit(relax.op.add(y, relax.const(bias)))
+            if residual:
+                y = bb.emit(relax.op.add(y, rv))
+            y = bb.emit_output(bb.emit(relax.op.nn.relu(y)))
+        bb.emit_func_output(y)
+    vm, sched, unscheduled = _compile(bb.get())
+    if residual:
+        ref = ref + res
+    _check(vm, [x, res] if residual else [x], np.maximum(ref, 0))
+    assert sched.fired.get("Conv2dNCHWc") == 1, sched.fired
+    assert not sched.failed and not unscheduled, (sched.failed, unscheduled)
+
+
+@pytest.mark.parametrize("shape,n", [((1, 64), 100), ((37, 48), 70), ((2, 5, 32), 48), ((64, 96), 128)])
+def test_matmul_constant_weight(shape, n):
+    rng = np.random.default_rng(n)
+    k = shape[-1]
+    wt = rng.standard_normal((k, n)).astype("float32")
+    bias = rng.standard_normal((n,)).astype("float32")
+    x = rng.standard_normal(shape).astype("float32")
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(xv, relax.const(wt)))
+            y = bb.emit_output(bb.emit(relax.op.add(y, relax.const(bias))))
+        bb.emit_func_output(y)
+    vm, sched, unscheduled = _compile(bb.get())
+    _check(vm, [x], x @ wt + bias)
+    assert sched.fired.get("DensePacked") == 1, sched.fired
+    assert not sched.failed and not unscheduled, (sched.failed, unscheduled)
+
+
+def test_pooling_after_packed_conv():
+    """max-pool and global average pool run in the packed layout (GenericCpu)."""
+    rng = np.random.default_rng(7)
+    wt = rng.standard_normal((32, 16, 3, 3)).astype("float32")
+    x = rng.standard_normal((1, 16, 15, 15)).astype("float32")
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(xv, relax.const(wt), padding=1))
+            y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=3, strides=2, padding=1))
+            y = bb.emit_output(bb.emit(relax.op.mean(y, axis=[2, 3], keepdims=True)))
+        bb.emit_func_output(y)
+    vm, sched, unscheduled = _compile(bb.get())
+    conv = _conv_ref(x, wt, 1, 1, 1)
+    cp = np.pad(conv, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(cp, (3, 3), axis=(2, 3))[:, :, ::2, ::2]
+    ref = win.max(axis=(4, 5)).mean(axis=(2, 3), keepdims=True)
+    _check(vm, [x], ref)
+    assert sched.fired.get("Conv2dNCHWc") == 1 and sched.fired.get("GenericCpu", 0) >= 2, sched.fired
+    assert not sched.failed and not unscheduled, (sched.failed, unscheduled)
+
+
+def test_channel_block_and_register_tile():
+    assert [channel_block(c, 16) for c in (3, 16, 24, 36, 1000, 64, 58)] == [3, 16, 8, 4, 8, 16, 2]
+    avx2 = CpuScheduleConfig(vector_lanes=8, conv_max_accum=12)
+    assert avx2.conv_reg_n(56, 16) == 4 and avx2.conv_reg_n(7, 16) == 4 and avx2.conv_reg_n(5, 16) == 5
+    avx512 = CpuScheduleConfig(vector_lanes=16, conv_max_accum=28)
+    assert avx512.conv_reg_n(56, 16) == 28 and avx512.conv_reg_n(13, 16) == 13
+    assert CpuScheduleConfig(vector_lanes=16, conv_max_accum=24).conv_reg_n(55, 16) == 14  # 56 wide, 1 cropped
+
+
+def test_layout_pass_packs_weights_at_compile_time():
+    """After layout_passes + FoldConstant no layout_transform of a weight is left at run time."""
+    rng = np.random.default_rng(3)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 16, 8, 8), "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(xv, relax.const(rng.standard_normal((32, 16, 3, 3)).astype("float32"))))
+            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(y, relax.const(rng.standard_normal((16, 32, 1, 1)).astype("float32")))))
+        bb.emit_func_output(y)
+    with TARGET:
+        mod = tvm.transform.Sequential([*cpu.layout_passes(TARGET), relax.transform.FoldConstant()])(bb.get())
+    text = mod["main"].script()
+    # one transform in (x -> NCHW16c), one out (-> NCHW); none on weights, none between convs
+    assert text.count("layout_transform") == 2, text
+    assert text.count("call_tir") == 2  # the two convolutions
