@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="llvm", help="target name (default: llvm, the host CPU)")
+    p.add_argument("--target", default="llvm",
+                   help="target name (default: llvm, the host CPU); arm or arm:PRESET for 64-bit ARM boards")
     p.add_argument("--mcpu", help="LLVM CPU name (default: detected host CPU)")
     p.add_argument("--num-cores", type=int, help="threads the kernels use (default: host cores)")
     p.add_argument("--mattr", help="comma-separated LLVM features, e.g. +avx2,+fma")
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-time", action="store_true", help="print latency statistics")
     p.add_argument("--seed", type=int, default=0, help="seed for --fill-mode random")
 
+    p = sub.add_parser("package", help="tarball of an aarch64 artifact + runner + runtime to copy to a board")
+    p.add_argument("artifact", help="artifact .so compiled with --target arm")
+    p.add_argument("-o", "--output", metavar="BUNDLE.tar.gz", help="default: ARTIFACT.tar.gz here")
+
     p = sub.add_parser("inspect", help="describe an ONNX model (or an accelc .so artifact)")
     p.add_argument("model")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...")
@@ -69,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument("--json", dest="json_path", metavar="OUT", help="write the results as JSON")
+
+    p = sub.add_parser("vta", help="tools for the VTA-like accelerator target")
+    vta = p.add_subparsers(dest="vta_command", metavar="VTA_COMMAND", parser_class=_Parser)
+    q = vta.add_parser("disasm", help="disassemble a VTA instruction stream (128-bit instructions)")
+    q.add_argument("program", help="binary file of encoded instructions")
+    q.add_argument("--config", help="VTA config: preset name, JSON file or JSON text (default 1x16_i8w8a32_15_15_18_17)")
 
     p = sub.add_parser("demo", help="compile and run the embedded digits CNN, compare with onnxruntime")
     p.add_argument("-o", "--output", default="out/demo/digits_cnn.so")
@@ -97,6 +108,8 @@ def _dispatch(args) -> None:
                 print_time=args.print_time, seed=args.seed,
             )
         )
+    elif args.command == "package":
+        driver.package(driver.PackageOptions(args.artifact, args.output))
     elif args.command == "inspect":
         driver.inspect_model(driver.InspectOptions(args.model, tuple(args.input_shape)))
     elif args.command == "bench":
@@ -107,6 +120,12 @@ def _dispatch(args) -> None:
                 threads=args.threads, json_path=args.json_path,
             )
         )
+    elif args.command == "vta":
+        if args.vta_command != "disasm":
+            raise AccelcError("accelc vta: choose a command: disasm")
+        from accelc.targets.vta.isa import main_disasm
+
+        print(main_disasm(args.program, args.config))
     elif args.command == "demo":
         driver.demo(driver.DemoOptions(output=args.output, opt_level=args.opt_level))
 
