@@ -15,9 +15,16 @@ BUILD_REQS := "scikit-build-core>=0.10" "apache-tvm==0.27.0.post1" "apache-tvm-f
 
 setup: $(STAMP)
 
+# Debian packages; each command is looked for first, so a set-up machine runs no apt-get.
+# aarch64 cross compiler + qemu-user: --target arm compiles, runs (emulated) and packages.
+SYSTEM_TOOLS := cmake:cmake g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu \
+                aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user
+
 system-deps:
-	@command -v cmake >/dev/null && command -v g++ >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 $(STAMP): pyproject.toml CMakeLists.txt | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

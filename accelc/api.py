@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class CompiledModel:
         self._executable = executable
         self._path = path
         self._vm = None
+        self._runner = None  # out-of-process runner (artifacts for another machine)
+        self._tmp = None
 
     def __repr__(self) -> str:
         ins = ", ".join(t.describe() for t in self.signature.inputs)
@@ -34,6 +37,32 @@ class CompiledModel:
         return f"CompiledModel(target={self.signature.target_name}, inputs=[{ins}], outputs=[{outs}])"
 
     # -- running ---------------------------------------------------------------------------
+    @property
+    def execution_note(self) -> str | None:
+        """How ``run`` executes when not in this process (e.g. under qemu-aarch64), else None."""
+        runner = self._out_of_process()
+        return None if runner is None else runner.note
+
+    def _out_of_process(self):
+        """The backend's runner for an artifact built for another machine; None: run here."""
+        if self._runner is None:
+            from accelc.targets import registry
+
+            backend = registry.get(self.signature.target_name)
+            if backend.device_type() == "cpu":
+                return None
+            path = self._path
+            if path is None:  # compiled in memory: the runner needs a file
+                self._tmp = tempfile.TemporaryDirectory(prefix="accelc-")
+                path = self.export(Path(self._tmp.name) / "model.so")
+            self._runner = backend.artifact_runner(path, self.signature)
+            if self._runner is None:
+                raise TargetError(
+                    f"this artifact targets {self.signature.target_name!r} "
+                    f"({backend.device_type()}); it cannot run on this machine"
+                )
+        return self._runner
+
     def _machine(self):
         if self._vm is None:
             import tvm
@@ -60,6 +89,9 @@ class CompiledModel:
         return self._vm
 
     def _call(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        runner = self._out_of_process()
+        if runner is not None:
+            return runner.run(self.signature.input_names, arrays, self.signature.output_names)
         import tvm
 
         vm = self._machine()
@@ -75,6 +107,9 @@ class CompiledModel:
     def benchmark(self, inputs: dict[str, np.ndarray], repeat: int = 10, warmup: int = 1) -> list[float]:
         """Latencies in milliseconds of ``repeat`` runs after ``warmup`` untimed ones."""
         arrays = self.signature.check_inputs(inputs)
+        runner = self._out_of_process()
+        if runner is not None:
+            return runner.benchmark(self.signature.input_names, arrays, repeat, warmup)
         import tvm
 
         vm = self._machine()
@@ -117,8 +152,24 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
     target_options: dict | None = None,
     dump_ir: str | None = None,
     time_passes: bool = False,
+    sparse: float | None = None,
+    tuning_records=None,
+    quantize: str | None = None,
+    calib=None,
+    calib_method: str = "entropy",
+    per_tensor: bool = False,
+    keep_float: tuple[str, ...] = (),
+    requantize: str = "fixedpoint",
+    quantize_mode: str = "realize",
+    quantize_options: dict | None = None,
 ) -> CompiledModel:
-    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``."""
+    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
+
+    ``quantize="int8"`` quantizes conv2d/matmul post-training (see ``accelc.quantize``):
+    ``calib`` is required (an .npz, a directory of .npy or a dict of arrays keyed by input
+    name, samples along the first axis); ``quantize_options`` passes further
+    ``QuantizeConfig`` fields (``percentile``, ``skip_first_conv``, ``skip_last_dense``, ...).
+    """
     from accelc.targets import registry
 
     from .frontend import import_onnx
@@ -130,8 +181,25 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
         raise AccelcError(f"--opt-level must be 0..3, got {opt_level}")
     backend = registry.get(target)
     tvm_target = backend.make(target_options)
+    records = None
+    if tuning_records is not None:  # an `accelc tune` log; refused if tuned for another target
+        from .tuning import load_records
+
+        records = load_records(tuning_records, tvm_target)
     imported = import_onnx(model, input_shapes)
-    options = PipelineOptions(opt_level=opt_level, dump_ir=dump_ir, time_passes=time_passes)
+    if sparse is not None:  # validate before the (slow) import: a bad threshold is a user error
+        from accelc.passes.sparse_rewrite import check_options
+
+        sparse, _ = check_options(sparse, None)
+    graph_passes = ()
+    if quantize is not None:  # int8: annotate -> calibrate -> realize in phase 2
+        graph_passes = _quantize_passes(
+            imported, opt_level, quantize, calib,
+            dict(calib_method=calib_method, per_tensor=per_tensor, keep_float=tuple(keep_float),
+                 requantize=requantize, mode=quantize_mode, **(quantize_options or {})),
+        )
+    options = PipelineOptions(opt_level=opt_level, dump_ir=dump_ir, time_passes=time_passes, sparse=sparse,
+                              tuning_records=records, graph_passes=graph_passes)
     executable, report = run(imported.mod, backend, tvm_target, options)
     signature = Signature(
         inputs=imported.inputs,
@@ -142,7 +210,28 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
         opt_level=opt_level,
         model={"name": imported.name, "sha256": imported.sha256},
     )
-    return CompiledModel(signature, executable=executable, report=report)
+    compiled = CompiledModel(signature, executable=executable, report=report)
+    compiled.tuning = None if records is None else records.applied  # which kernels were tuned
+    return compiled
+
+
+def _quantize_passes(imported, opt_level: int, quantize: str, calib, fields: dict) -> tuple:
+    """Check the quantization request and the calibration data (before any slow work)."""
+    from .errors import AccelcError
+    from .quantize import QuantizeConfig, calibration_runs, quantize_passes
+
+    if quantize != "int8":
+        raise AccelcError(f"--quantize supports only int8, got {quantize!r}")
+    if calib is None:
+        raise AccelcError(
+            "--quantize int8 needs calibration data: --calib FILE.npz (arrays keyed by input name, "
+            "samples along the first axis) or a directory of <input>.npy; random data is not calibration"
+        )
+    if opt_level < 2:
+        raise AccelcError(f"--quantize needs -O2 or -O3 (graph passes run from O2), got -O{opt_level}")
+    config = QuantizeConfig(**fields)
+    runs = calibration_runs(calib, imported.inputs, config.max_calib_samples)
+    return tuple(quantize_passes(config, runs))
 
 
 def _jsonable(value):

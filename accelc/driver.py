@@ -37,6 +37,17 @@ class CompileOptions:
     mattr: str | None = None
     dump_ir: str | None = None
     time_passes: bool = False
+    sparse: float | None = None  # --sparse [THRESHOLD]: BSR kernels for sparse constant matmuls
+    tuning_records: str | None = None  # --tuning-records: an `accelc tune` log
+    # int8 quantization (accelc.quantize): --quantize int8 --calib DATA [...]
+    quantize: str | None = None
+    calib: str | None = None
+    calib_method: str = "entropy"
+    calib_percentile: float = 99.99
+    per_tensor: bool = False
+    keep_float: tuple[str, ...] = ()
+    requantize: str = "fixedpoint"
+    quantize_mode: str = "realize"
 
 
 def compile_model(opts: CompileOptions, out=None):
@@ -65,6 +76,16 @@ def compile_model(opts: CompileOptions, out=None):
         target_options={"mcpu": opts.mcpu, "num-cores": opts.num_cores, "mattr": opts.mattr},
         dump_ir=opts.dump_ir,
         time_passes=opts.time_passes,
+        sparse=opts.sparse,
+        tuning_records=opts.tuning_records,
+        quantize=opts.quantize,
+        calib=opts.calib,
+        calib_method=opts.calib_method,
+        per_tensor=opts.per_tensor,
+        keep_float=opts.keep_float,
+        requantize=opts.requantize,
+        quantize_mode=opts.quantize_mode,
+        quantize_options={"percentile": opts.calib_percentile},
     )
     compiled.export(output)
     seconds = time.perf_counter() - start
@@ -75,6 +96,9 @@ def compile_model(opts: CompileOptions, out=None):
         _print(f"  input   {t.describe()}", out=out)
     for t in sig.outputs:
         _print(f"  output  {t.describe()}", out=out)
+    if getattr(compiled, "tuning", None) is not None:  # --tuning-records
+        for line in compiled.tuning.summary(opts.tuning_records):
+            _print(f"  {line}", out=out)
     if opts.dump_ir:
         _print(f"  IR after every pass written to {opts.dump_ir}/", out=out)
     if opts.time_passes and compiled.report is not None:
@@ -83,7 +107,10 @@ def compile_model(opts: CompileOptions, out=None):
 
 
 def _target_text(target: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in target.items() if k not in ("tag", "keys") and v not in ("", None))
+    return " ".join(
+        f"{k}={v}" for k, v in target.items()
+        if k not in ("tag", "keys") and not k.startswith("feature.") and v not in ("", None)
+    )
 
 
 # ------------------------------------------------------------------------------------- run
@@ -97,6 +124,8 @@ class RunOptions:
     repeat: int = 1
     print_time: bool = False
     seed: int = 0
+    rpc_tracker: str | None = None  # HOST:PORT: run on a device from this TVM RPC tracker
+    rpc_key: str | None = None
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
@@ -155,6 +184,13 @@ def run_artifact(opts: RunOptions, out=None) -> dict[str, np.ndarray]:
         raise AccelcError(f"--repeat must be >= 1, got {opts.repeat}")
     compiled = api.load(opts.artifact)
     inputs = gather_inputs(compiled.signature, opts.inputs, opts.inputs_npz, opts.fill_mode, opts.seed)
+    if opts.rpc_tracker or opts.rpc_key:  # same run/benchmark interface, on the remote device
+        from .tuning.rpc import RemoteModel
+
+        compiled = RemoteModel(compiled, opts.rpc_tracker, opts.rpc_key)
+        _print(f"note: running on device {opts.rpc_key!r} of RPC tracker {opts.rpc_tracker}", out=out)
+    elif compiled.execution_note:  # e.g. an aarch64 artifact on x86-64: runs under qemu-aarch64
+        _print(f"note: {compiled.execution_note}", out=out)
     outputs = compiled.run(inputs)
     if opts.output:
         Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
@@ -179,11 +215,35 @@ def format_times(times: list[float]) -> str:
     )
 
 
+# --------------------------------------------------------------------------------- package
+@dataclass(frozen=True)
+class PackageOptions:
+    artifact: str
+    output: str | None = None  # default: <artifact stem>.tar.gz in the current directory
+
+
+def package(opts: PackageOptions, out=None) -> Path:
+    """Write the tarball to copy to the board: model, cross-built runner, runtime, run.sh."""
+    from . import cross
+
+    output = Path(opts.output or Path(opts.artifact).with_suffix(".tar.gz").name)
+    start = time.perf_counter()
+    path = cross.package(opts.artifact, output)
+    name = cross.bundle_name(output)
+    _print(f"packaged {opts.artifact} -> {path} ({path.stat().st_size / 1e6:.1f} MB, "
+           f"{time.perf_counter() - start:.1f} s)", out=out)
+    _print(f"  on the board: tar xzf {path.name} && {name}/run.sh --fill-mode random", out=out)
+    return path
+
+
 # --------------------------------------------------------------------------------- inspect
 @dataclass(frozen=True)
 class InspectOptions:
     model: str
     input_shapes: tuple[str, ...] = ()
+    fusion: bool = False  # print the fused kernels (accelc/fusion_report.py)
+    target: str = "llvm"
+    opt_level: int = 3
 
 
 def inspect_model(opts: InspectOptions, out=None):
@@ -204,6 +264,12 @@ def inspect_model(opts: InspectOptions, out=None):
         return sig
     report = analyze(opts.model, parse_input_shapes(list(opts.input_shapes)))
     _print(report.format(), out=out)
+    if opts.fusion:
+        from .fusion_report import fusion_report
+
+        fusion = fusion_report(opts.model, parse_input_shapes(list(opts.input_shapes)), opts.target, opts.opt_level)
+        _print(fusion.format(), out=out)
+        return fusion
     return report
 
 
@@ -228,46 +294,58 @@ class DemoResult:
 
 def demo(opts: DemoOptions, out=None) -> DemoResult:
     """Compile the embedded digits CNN, run its held-out test set through the exported .so
-    and through onnxruntime, and report both accuracies."""
+    and through onnxruntime, and report both accuracies (and, on this host, latencies)."""
     import onnxruntime as ort
+
+    from accelc.targets import registry
 
     from . import api
     from .models import accuracy, default_model_path, load_digits_test
 
+    images, labels = load_digits_test()
+    # Artifacts for another machine run out of process (e.g. under qemu), one process per
+    # call: compile the whole test set as one batch there instead of 360 batch-1 calls.
+    local = registry.get(opts.target).device_type() == "cpu"
+    shapes = () if local else (f"input:{len(images)},1,8,8",)
     _, artifact = compile_model(
-        CompileOptions(model=None, target=opts.target, output=opts.output, opt_level=opts.opt_level),
+        CompileOptions(model=None, target=opts.target, output=opts.output, opt_level=opts.opt_level,
+                       input_shapes=shapes),
         out=out,
     )
     compiled = api.load(artifact)  # run what was written, not the in-memory copy
-    images, labels = load_digits_test()
-    in_name = compiled.signature.inputs[0].name
-    logits = np.concatenate([compiled.run({in_name: images[i : i + 1]})[compiled.signature.output_names[0]] for i in range(len(images))])
+    in_name, out_name = compiled.signature.inputs[0].name, compiled.signature.output_names[0]
+    if local:
+        logits = np.concatenate([compiled.run({in_name: images[i : i + 1]})[out_name] for i in range(len(images))])
+    else:
+        _print(f"note: {compiled.execution_note}", out=out)
+        logits = compiled.run({in_name: images})[out_name]
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(default_model_path()), options, providers=["CPUExecutionProvider"])
-    ref = np.concatenate([session.run(None, {in_name: images[i : i + 1]})[0] for i in range(len(images))])
-
-    sample = {in_name: images[:1]}
-    accelc_ms = statistics.median(compiled.benchmark(sample, repeat=200, warmup=10))
-    ort_times = []
-    for _ in range(210):
-        start = time.perf_counter()
-        session.run(None, sample)
-        ort_times.append((time.perf_counter() - start) * 1000)
+    ref = session.run(None, {in_name: images})[0]
     result = DemoResult(
         artifact=artifact,
         accelc_accuracy=accuracy(logits, labels),
         ort_accuracy=accuracy(ref, labels),
         max_abs_diff=float(np.abs(logits - ref).max()),
-        accelc_ms=accelc_ms,
-        ort_ms=statistics.median(ort_times[10:]),
     )
     _print(f"digits test set: {len(labels)} held-out images (scikit-learn digits)", out=out)
     _print(f"  top-1 accuracy  accelc (.so): {result.accelc_accuracy:.2f}%   onnxruntime: {result.ort_accuracy:.2f}%", out=out)
     _print(f"  max |logit difference|: {result.max_abs_diff:.2e}", out=out)
+    if not local:
+        return result  # emulated timings mean nothing
+
+    sample = {in_name: images[:1]}
+    result.accelc_ms = statistics.median(compiled.benchmark(sample, repeat=200, warmup=10))
+    ort_times = []
+    for _ in range(210):
+        start = time.perf_counter()
+        session.run(None, sample)
+        ort_times.append((time.perf_counter() - start) * 1000)
+    result.ort_ms = statistics.median(ort_times[10:])
     _print(
-        f"  latency batch 1 (median): accelc {result.accelc_ms:.3f} ms   onnxruntime {result.ort_ms:.3f} ms"
+        f"  latency batch 1 (median of 200): accelc {result.accelc_ms:.3f} ms   onnxruntime {result.ort_ms:.3f} ms"
         f"   ratio {result.accelc_ms / result.ort_ms:.2f}x",
         out=out,
     )
@@ -286,6 +364,7 @@ class BenchOptions:
     threads: int = 2
     json_path: str | None = None
     seed: int = 0
+    tuning_records: str | None = None  # --tuning-records: an `accelc tune` log
 
 
 @dataclass
@@ -335,6 +414,7 @@ def bench(opts: BenchOptions, out=None) -> BenchResult:
     compiled = api.compile(
         proto, opts.target, input_shapes=parse_input_shapes(list(opts.input_shapes)),
         opt_level=opts.opt_level, target_options={"num-cores": opts.threads},
+        tuning_records=opts.tuning_records,
     )
     compile_seconds = time.perf_counter() - start
     inputs = gather_inputs(compiled.signature, (), None, "random", opts.seed)

@@ -36,6 +36,8 @@ class PipelineOptions:
     time_passes: bool = False
     graph_passes: tuple = ()  # extra Relax passes for phase 2 (quantize, sparse, ...)
     fusion_passes: tuple = ()  # extra Relax passes for phase 3
+    sparse: float | None = None  # SparseRewrite threshold in [0, 1]; None: dense only
+    tuning_records: object = None  # accelc.tuning.TuningRecords: tuned kernels for phase 4
 
 
 @dataclass
@@ -56,7 +58,12 @@ class PipelineReport:
 def phase1_import_cleanup(opts: PipelineOptions) -> list:
     if opts.opt_level < 1:
         return []
-    return [
+    from accelc.passes.fold_batch_norm import FoldBatchNorm
+
+    # Fold batch norm into its conv/matmul weights while it is still one op: after
+    # DecomposeOpsForInference it is five elementwise ops that no weight fold recognizes.
+    bn_fold = [FoldBatchNorm()] if opts.opt_level >= 2 else []
+    return bn_fold + [
         relax.transform.DecomposeOpsForInference(),  # batch_norm etc. in inference form
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
@@ -65,7 +72,17 @@ def phase1_import_cleanup(opts: PipelineOptions) -> list:
 
 
 def phase2_graph_passes(opts: PipelineOptions) -> list:
-    return list(opts.graph_passes) if opts.opt_level >= 2 else []
+    if opts.opt_level < 2:
+        return []
+    from accelc.passes.fold_scale_shift import FoldScaleShift
+
+    # Scale/shift folding first: later graph passes (quantization, sparsity) see final weights.
+    passes = [FoldScaleShift()] + list(opts.graph_passes)
+    if opts.sparse is not None:
+        from accelc.passes.sparse_rewrite import SparseRewrite
+
+        passes.append(SparseRewrite(opts.sparse))
+    return passes
 
 
 def phase3_fusion(opts: PipelineOptions, backend, target) -> list:
@@ -75,7 +92,7 @@ def phase3_fusion(opts: PipelineOptions, backend, target) -> list:
 
 
 def phase4_target_lowering(opts: PipelineOptions, backend, target) -> list:
-    passes = []
+    passes = list(backend.prelower_passes(target))  # e.g. names the target's codegen accepts
     if opts.opt_level >= 3:
         # Layout rewrites first, then fold: constant weights become pre-packed constants.
         passes += backend.layout_passes(target) + [relax.transform.FoldConstant()]
@@ -91,8 +108,13 @@ def phase4_target_lowering(opts: PipelineOptions, backend, target) -> list:
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
         ]
+    if opts.tuning_records is not None:
+        # Tuned kernels first; the default schedules below skip them (tirx.is_scheduled).
+        # accelc tune takes its tasks right here (accelc/tuning/tasks.py cuts phase 4 here).
+        passes.append(opts.tuning_records.apply_pass(target))
     if opts.opt_level >= 2:
         passes += backend.schedule_passes(target)
+    passes += backend.bind_passes(target)  # e.g. GPU thread binding, needed even at O0
     passes += [
         relax.transform.DeadCodeElimination(),
         relax.transform.RewriteDataflowReshape(),

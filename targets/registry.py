@@ -36,9 +36,27 @@ class TargetBackend:
         """Where artifacts run: ``cpu`` (this host), ``qemu-aarch64``, ``cuda``, ..."""
         return "cpu"
 
+    # Variants, out-of-process running and tuning guards (arm: targets/arm.py).
+    def variant(self, name: str) -> "TargetBackend":
+        """The backend for ``--target NAME:VARIANT`` (``arm:cortex-a72``); none by default."""
+        raise TargetError(f"target {self.name!r} has no variants (got {self.name}:{name})")
+
+    def artifact_runner(self, path, signature):
+        """For artifacts this process cannot load (``device_type() != "cpu"``): an object with
+        ``note``, ``run(names, arrays, output_names)`` and ``benchmark(names, arrays, repeat,
+        warmup)`` that runs ``path`` out of process; None means it cannot run on this host."""
+        return None
+
+    def check_tuning(self, rpc_tracker: str | None) -> None:
+        """Raise TargetError if tuning could not measure this target (e.g. only emulated)."""
+
     # Pipeline hooks, in pipeline order (accelc/pipeline.py calls them).
     def fusion_passes(self, target) -> list:
         """Target-specific FuseOpsByPattern partitioning (patterns prefixed ``accelc.<name>.``)."""
+        return []
+
+    def prelower_passes(self, target) -> list:
+        """Relax passes the target needs before legalization, at every opt level."""
         return []
 
     def layout_passes(self, target) -> list:
@@ -47,6 +65,11 @@ class TargetBackend:
 
     def schedule_passes(self, target) -> list:
         """TIR scheduling of the legalized, fused PrimFuncs."""
+        return []
+
+    def bind_passes(self, target) -> list:
+        """Scheduling every kernel needs to build at all, at every opt level (GPU targets:
+        bind loops to blocks/threads); runs after ``schedule_passes``."""
         return []
 
 
@@ -61,12 +84,15 @@ def register(backend: TargetBackend) -> TargetBackend:
 
 
 def get(name: str) -> TargetBackend:
-    """The backend for CLI target ``name``; an unknown name is a user error listing the choices."""
+    """The backend for CLI target ``name`` (``NAME`` or ``NAME:VARIANT``); an unknown name is a
+    user error listing the choices."""
     _load_builtin()
+    base, sep, variant = name.partition(":")
     try:
-        return _REGISTRY[name]
+        backend = _REGISTRY[base]
     except KeyError:
         raise TargetError(f"unknown target {name!r}; choose one of {sorted(_REGISTRY)}") from None
+    return backend.variant(variant) if sep else backend
 
 
 def names() -> list[str]:
@@ -79,3 +105,5 @@ def _load_builtin() -> None:
     if _REGISTRY:
         return
     from . import llvm  # noqa: F401  (registers itself)
+    from . import arm  # noqa: F401  (registers itself)
+    from . import cuda  # noqa: F401  (registers itself)
