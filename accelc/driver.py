@@ -430,20 +430,15 @@ def bench(opts: BenchOptions, out=None) -> BenchResult:
     if openvino is not None:
         engines["openvino"] = openvino
 
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    for i in range(opts.warmup + opts.repeat):
-        for name, fn in engines.items():
-            begin = time.perf_counter()
-            fn()
-            if i >= opts.warmup:
-                times[name].append((time.perf_counter() - begin) * 1000.0)
+    times = _interleaved_blocks(engines, opts.repeat, opts.warmup)
     result = BenchResult(
         model=str(opts.model),
         compile_seconds=compile_seconds,
         medians_ms={k: statistics.median(v) for k, v in times.items()},
         times_ms=times,
     )
-    _print(f"{Path(opts.model).name}: {opts.repeat} interleaved runs, {opts.threads} threads, batch as compiled", out=out)
+    _print(f"{Path(opts.model).name}: {opts.repeat} runs per engine in alternating blocks of {BENCH_BLOCK}, "
+           f"{opts.threads} threads, batch as compiled", out=out)
     _print(f"  {'engine':<14s}{'median ms':>12s}{'min ms':>10s}{'vs onnxruntime':>16s}", out=out)
     for name, values in times.items():
         _print(f"  {name:<14s}{result.medians_ms[name]:12.3f}{min(values):10.3f}{result.ratio(name):15.2f}x", out=out)
@@ -454,6 +449,28 @@ def bench(opts: BenchOptions, out=None) -> BenchResult:
         Path(opts.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.json_path).write_text(json.dumps(result.to_json(), indent=1))
     return result
+
+
+BENCH_BLOCK = 5
+
+
+def _interleaved_blocks(engines: dict, repeat: int, warmup: int) -> dict[str, list[float]]:
+    """``repeat`` timed runs per engine, taken in alternating blocks of ``BENCH_BLOCK``.
+
+    Engines alternate so that machine noise hits them alike, but in blocks, each opened by
+    ``warmup`` untimed runs: run-by-run alternation would time one engine's worker threads
+    fighting the other's, which are still spin-waiting from the run before.
+    """
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    while any(len(t) < repeat for t in times.values()):
+        for name, fn in engines.items():
+            for _ in range(max(warmup, 1)):
+                fn()
+            for _ in range(min(BENCH_BLOCK, repeat - len(times[name]))):
+                begin = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - begin) * 1000.0)
+    return times
 
 
 def _openvino_runner(proto, inputs, threads: int):

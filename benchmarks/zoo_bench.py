@@ -37,7 +37,7 @@ def main() -> None:
             model=str(LIGHT / f"light_{name}.onnx"), repeat=args.repeat, warmup=args.warmup,
             opt_level=args.opt_level,
         ))
-        rows.append({"model": name, **result.to_json()})
+        rows.append({**result.to_json(), "model": name})
         rows[-1].pop("times_ms")
     print("\n| model | compile (s) | onnxruntime (ms) | accelc (ms) | accelc / onnxruntime |")
     print("|---|---|---|---|---|")

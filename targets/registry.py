@@ -102,8 +102,8 @@ def names() -> list[str]:
 
 def _load_builtin() -> None:
     # Imported lazily so that `import accelc` stays cheap and targets can import accelc.
-    if _REGISTRY:
-        return
+    # Python imports each module once, so repeating this is cheap; checking whether the
+    # registry is empty would not do (importing one target module directly fills it).
     from . import llvm  # noqa: F401  (registers itself)
     from . import arm  # noqa: F401  (registers itself)
     from . import cuda  # noqa: F401  (registers itself)

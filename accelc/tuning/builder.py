@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import selectors
+import shutil
 import signal
 import struct
 import subprocess
@@ -216,6 +217,7 @@ class WorkerPool:
     def close(self) -> None:
         for w in self.workers:
             w.close()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------- measuring

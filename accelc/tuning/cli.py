@@ -51,7 +51,7 @@ def add_tune_parser(sub) -> None:
     g = p.add_argument_group("search and measurement")
     g.add_argument("--batch", type=int, default=16, help="trials per search round (default 16)")
     g.add_argument("--workers", type=int, help="build processes (default: host cores)")
-    g.add_argument("--population", type=int, default=64, help="evolutionary search population (default 64)")
+    g.add_argument("--population", type=int, help="evolutionary search population (default: 4 x batch, 16..128)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--repeat", type=int, default=3, help="timed repeats per trial; the minimum is kept (default 3)")
     g.add_argument("--min-repeat-ms", type=int, default=20, help="minimum length of one repeat (default 20)")
@@ -98,6 +98,6 @@ def run_tune(args):
     if args.plot:
         plot_curve(result, args.plot)
         progress._print(f"plot written to {args.plot}")
-    if result.stop_reason == "interrupted":
+    if result.stop_reason in ("interrupted", "terminated"):
         raise KeyboardInterrupt  # the CLI's exit code 130, after the table and with the log intact
     return result

@@ -39,7 +39,8 @@ descriptor, then fsyncs, under ``filelock.FileLock(PATH + ".lock")``; a killed w
 at most the batch it was writing. Reads need no lock: a torn last line (a crash mid-write or
 a write in progress) and any corrupted or foreign line are skipped, counted and reported;
 the rest load. A writer that finds the file not ending in a newline starts with one, so a
-torn line never swallows the next record.
+torn line never swallows the next record. The lock file ``PATH.lock`` stays next to the
+log (harmless; delete it when no tuner runs).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ the tracker hands out, one batch per free device in parallel; ``accelc run ARTIF
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ def tracker_devices(tracker: str, key: str) -> int:
 
     host, port = parse_tracker(tracker)
     try:
+        # TVM's client retries a refused connection for 60 s; a user's typo should fail now.
+        socket.create_connection((host, port), timeout=10).close()
         summary = rpc.connect_tracker(host, port).summary()
     except Exception as exc:  # noqa: BLE001  (refused, not a tracker, ...)
         raise AccelcError(f"cannot reach the RPC tracker at {host}:{port}: {' '.join(str(exc).split())[:200]}") from None

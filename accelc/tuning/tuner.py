@@ -59,7 +59,8 @@ class TuneOptions:
     cost_model: str = "xgb"
     batch: int = 16  # trials per search round
     workers: int | None = None  # build processes (default: host cores)
-    population: int = 64  # evolutionary search population (MetaSchedule's default: 512)
+    population: int | None = None  # evolutionary population; None: 4 x batch in [16, 128]
+                                   # (MetaSchedule's default is 512: minutes per batch on 2 cores)
     genetic_iters: int = 2  # evolution rounds per batch (MetaSchedule's default: 4)
     seed: int = 0
     measure: MeasureConfig = MeasureConfig()
@@ -189,8 +190,35 @@ def make_cost_model(kind: str, num_threads: int):
     if kind == "random":
         return cost_model.RandomModel()
     if kind == "xgb":
-        return cost_model.XGBModel(num_warmup_samples=32, num_tuning_cores=num_threads, verbose_eval=0)
+        return _throttled_xgb()(num_warmup_samples=32, num_tuning_cores=num_threads, verbose_eval=0,
+                                early_stopping_rounds=25, adaptive_training=False)
     raise AccelcError(f"--cost-model must be one of {COST_MODELS}, got {kind!r}")
+
+
+def _throttled_xgb():
+    """MetaSchedule's XGBoost model, trained once it has its warm-up samples and retrained
+    only when its data grew by 16 samples and 25%.
+
+    The stock model retrains from scratch after every batch (seconds each on 2 cores: most of
+    the search time of a small session); between retrainings it still ranks with the last
+    booster, and every measured sample is kept for the next one."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.cost_model import XGBModel
+
+    @derived_object
+    class ThrottledXGBModel(XGBModel._cls):  # a TVM derived object subclasses the plain class
+        trained_at = 0
+
+        def _train(self, xs, ys):
+            grown = self.data_size - self.trained_at
+            if self.data_size < self.num_warmup_samples:  # it predicts at random until then anyway
+                return
+            if self.booster is not None and grown < max(16, self.trained_at // 4):
+                return
+            self.trained_at = self.data_size
+            super()._train(xs, ys)
+
+    return ThrottledXGBModel
 
 
 def args_info_of(func) -> list:
@@ -272,6 +300,7 @@ class Session:
             from accelc.targets import registry
 
             backend = registry.get(backend_name)
+            backend.check_tuning(opts.rpc_tracker)  # e.g. arm without a board: qemu timings are meaningless
             measurer_target = backend.make(opts.target_options)
             self.measurer = Measurer(
                 measurer_target, backend_name, workers=opts.workers or self.host_cores,
@@ -291,7 +320,7 @@ class Session:
         opts, mt = self.opts, self.model_tasks
         self.target = mt.target
         self.key = target_key(mt.target)
-        self.log = TuningLog.load(opts.log)
+        self.log = TuningLog.load(opts.log, warn=False)  # progress.begin reports skipped lines
         selected = {t.index for t in select_tasks(opts.tasks, mt.tasks)}
         known = index_by_workload(self.log.for_target(self.key))
         self.states = []
@@ -341,6 +370,9 @@ class Session:
     def _batch_size(self) -> int:
         n = max(1, len(self.selected))
         return max(1, min(self.opts.batch, math.ceil(self.budget / n)))
+
+    def _population(self) -> int:
+        return self.opts.population or min(128, max(16, 4 * self._batch_size()))
 
     def _pick(self) -> TaskState | None:
         live = [s for s in self.selected if not s.exhausted]
@@ -398,7 +430,7 @@ class Session:
         seed = (self.opts.seed * 1_000_003 + s.task.index * 7919 + s.trials) % (2**31 - 1)
         with filtered_stderr():
             ctx = make_tune_context(mod, self.target, s.task.name, seed=seed, num_threads=self.host_cores,
-                                    strategy=make_strategy(kind, self.opts.population, self.opts.genetic_iters))
+                                    strategy=make_strategy(kind, self._population(), self.opts.genetic_iters))
             ctx.pre_tuning(max_trials=2**30, num_trials_per_iter=self._batch_size(),
                            design_spaces=ctx.generate_design_space(), database=self.database,
                            cost_model=self.cost_model)
@@ -445,10 +477,18 @@ class Session:
 
         self.status = f"searching task {s.task.index} ({s.task.name})"
         start = time.perf_counter()
-        ctx = self._context(s)
-        with filtered_stderr():
-            candidates = ctx.generate_measure_candidates()
-        self.search_seconds += time.perf_counter() - start
+        try:
+            ctx = self._context(s)
+            with filtered_stderr():
+                candidates = ctx.generate_measure_candidates()
+        except Exception as exc:  # noqa: BLE001  (one kernel MetaSchedule cannot search: skip it)
+            s.exhausted = True
+            message = " ".join(str(exc).split())[-200:]
+            if self.progress is not None:
+                self.progress.note(f"kernel {s.task.index} ({s.task.name}) skipped: search failed: {message}")
+            return
+        finally:
+            self.search_seconds += time.perf_counter() - start
         if candidates is None:  # the space has nothing left to offer (or cannot be sampled)
             s.exhausted = True
             return

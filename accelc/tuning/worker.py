@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import struct
 import sys
@@ -160,8 +161,10 @@ def main(argv: list[str]) -> int:
     writer = os.fdopen(int(argv[2]), "wb")
     while True:
         header = _read(reader, 4)
-        if not header:
-            return 0  # the tuner closed our input (or died): done
+        if not header:  # the tuner closed our input (or died): done
+            if _TMP is not None:
+                shutil.rmtree(_TMP, ignore_errors=True)
+            return 0
         op, kwargs = pickle.loads(_read(reader, struct.unpack("<I", header)[0]))
         try:
             reply = ("ok", OPS[op](**kwargs))

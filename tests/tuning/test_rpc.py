@@ -54,6 +54,8 @@ def test_tracker_address_and_key_are_checked(tracker):
         make_config(tracker, "gpu")
     with pytest.raises(AccelcError, match="go together"):
         make_config(tracker, None)
+    with pytest.raises(AccelcError, match="cannot reach the RPC tracker at 127.0.0.1:1"):
+        make_config("127.0.0.1:1", "accelc-test")
 
 
 def test_tune_measures_on_remote_devices_and_run_runs_remotely(tracker, tmp_path):

@@ -186,3 +186,28 @@ def test_two_tuners_share_one_log(model_path, tmp_path):
     assert len(sessions) == 2
     # Each started from an empty log, so each measured its own 8 trials.
     assert len(trial_lines(log)) == 16
+
+
+@pytest.mark.slow
+def test_digits_model_with_xgboost_at_o3(tmp_path):
+    """The embedded model at O3 (packed layouts, default schedules): every kernel is either
+    tuned or reported as falling back, outputs still equal onnxruntime's."""
+    import onnxruntime as ort
+
+    import accelc
+    from accelc.models import default_model_path, load_digits_test
+
+    log = tmp_path / "digits.jsonl"
+    result = tune(TuneOptions(log=str(log), trials=24, batch=4, cost_model="xgb"))
+    assert result.session_trials >= 16 and all(s.baseline_s for s in result.states)
+    assert result.estimate_s <= result.baseline_estimate_s
+    shapes = {"input": [1, 1, 8, 8]}
+    compiled = accelc.compile(str(default_model_path()), input_shapes=shapes, tuning_records=str(log))
+    report = compiled.tuning
+    assert len(report.tuned) + len(report.fallback) == len(result.states)
+    images, _ = load_digits_test()
+    session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
+    for image in images[:20]:
+        x = image[None]
+        ref = session.run(None, {"input": x})[0]
+        np.testing.assert_allclose(compiled.run({"input": x})["logits"], ref, rtol=1e-4, atol=1e-4)
