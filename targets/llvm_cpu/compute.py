@@ -12,6 +12,7 @@ from tvm import te, topi
 CONV2D_NCHWC = "accelc.llvm_cpu.conv2d_nchwc"
 DEPTHWISE_CONV2D_NCHWC = "accelc.llvm_cpu.depthwise_conv2d_nchwc"
 DENSE_PACKED = "accelc.llvm_cpu.dense_packed"
+CONV2D_1X1_NCHW = "accelc.llvm_cpu.conv2d_1x1_nchw"
 
 
 def _pad(data, pad_top, pad_left, pad_bottom, pad_right):
@@ -117,3 +118,36 @@ def dense_packed(data, weight_packed, n_valid, out_dtype):
     if npanels * bn == n_valid:
         return dense
     return te.compute((*batch, n_valid), lambda *i: dense(*i), name="dense_packed_crop")
+
+
+def conv2d_1x1_nchw(data, kernel, groups, out_dtype, pixel_tile):
+    """Grouped 1x1 stride-1 conv2d in plain NCHW / OIHW, as one GEMM per group over pixels:
+    ``out[n, o, p] = sum_c x[n, g(o) * cg + c, p] * w[o, c]`` with ``p = h * W + w``.
+
+    For groups whose channel counts are no multiple of the vector width (ShuffleNet: 34
+    channels a group), where NCHW{c}c would get 2-channel blocks: here the vector axis is the
+    pixel axis. Pixels are padded up to a multiple of ``pixel_tile`` (a copy block that also
+    flattens H, W) and cropped back to (H, W) by a trailing block.
+    """
+    n, c, h, w = (int(x) for x in data.shape)
+    o, cg = int(kernel.shape[0]), int(kernel.shape[1])
+    og = o // groups
+    hw = h * w
+    pp = -(-hw // pixel_tile) * pixel_tile
+    flat = te.compute(
+        (n, c, pp),
+        lambda b, ci, p: te.if_then_else(p < hw, data[b, ci, p // w, p % w], te.const(0, data.dtype)),
+        name="data_flat",
+    )
+    rc = te.reduce_axis((0, cg), "rc")
+    gemm = te.compute(
+        (n, o, pp),
+        lambda b, oc, p: te.sum(
+            flat[b, (oc // og) * cg + rc, p].astype(out_dtype) * kernel[oc, rc, 0, 0].astype(out_dtype),
+            axis=[rc],
+        ),
+        name="conv2d_1x1_nchw",
+        attrs={"schedule_rule": CONV2D_1X1_NCHW, "accelc.groups": groups, "accelc.pixel_tile": pixel_tile,
+               "accelc.width": w, "accelc.pixels": hw},
+    )
+    return te.compute((n, o, h, w), lambda b, oc, y, x: gemm[b, oc, y * w + x], name="conv2d_1x1_nchw_crop")

@@ -25,6 +25,9 @@ class CpuScheduleConfig:
     dense_block_n:     columns of one packed weight panel of dense/matmul (multiple of lanes).
     dense_max_accum:   vector accumulators of the dense micro-kernel (rows x panel vectors).
     unroll_kw:         unroll the kernel-width loop of conv (puts kw inside the ic block loop).
+    conv1x1_pixel_vecs: pixel vectors of the register tile of the NCHW grouped 1x1 conv (the
+                       tile is this many vectors x up to ``conv_max_accum / conv1x1_pixel_vecs``
+                       output channels, a divisor of the group's output channels).
     """
 
     vector_lanes: int = 8
@@ -35,6 +38,7 @@ class CpuScheduleConfig:
     dense_block_n: int = 16
     dense_max_accum: int = 12
     unroll_kw: bool = True
+    conv1x1_pixel_vecs: int = 2
 
     def conv_reg_n(self, out_width: int, oc_block: int) -> int:
         """Output pixels per register tile: a divisor of ``out_width`` if a good one exists.

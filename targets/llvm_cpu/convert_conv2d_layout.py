@@ -7,6 +7,7 @@ from tvm import IRModule, relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .config import CpuScheduleConfig
+from accelc.passes.fold_constant_numpy import FoldConstantNumpy
 
 
 def channel_block(channels: int, max_block: int) -> int:
@@ -30,6 +31,26 @@ def _static_shape(expr) -> list[int] | None:
         return None
 
 
+def is_narrow_group_1x1(call: relax.Call, config: CpuScheduleConfig) -> bool:
+    """A grouped 1x1 stride-1 unpadded NCHW conv whose per-group channels are no multiple of
+    the vector width: NCHW{c}c would vectorize it over 2- or 4-channel blocks, so it stays
+    NCHW and :class:`LegalizePackedOps` lowers it to a per-group GEMM vectorized over pixels."""
+    attrs = call.attrs
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return False
+    data, weight = call.args
+    dshape, wshape = _static_shape(data), _static_shape(weight)
+    if dshape is None or wshape is None or data.ty.dtype != "float32":
+        return False
+    groups = int(attrs.groups)
+    if groups == 1 or groups == dshape[1] or wshape[2:] != [1, 1]:
+        return False
+    if any(int(s) != 1 for s in attrs.strides) or any(int(p) for p in attrs.padding):
+        return False
+    lanes = config.vector_lanes
+    return (dshape[1] // groups) % lanes != 0 or (wshape[0] // groups) % lanes != 0
+
+
 def conv2d_layouts(call: relax.Call, config: CpuScheduleConfig) -> list[str] | None:
     """[data, kernel, out] layouts for one NCHW/OIHW fp32 conv2d, or None to keep NCHW."""
     attrs = call.attrs
@@ -40,6 +61,8 @@ def conv2d_layouts(call: relax.Call, config: CpuScheduleConfig) -> list[str] | N
     data, weight = call.args
     dshape, wshape = _static_shape(data), _static_shape(weight)
     if dshape is None or wshape is None or data.ty.dtype != "float32":
+        return None
+    if is_narrow_group_1x1(call, config):
         return None
     in_ch, out_ch, groups = dshape[1], wshape[0], int(attrs.groups)
     max_block = config.channel_block
@@ -150,7 +173,7 @@ class ConvertConv2dLayout:  # pylint: disable=too-few-public-methods
         # ConvertLayout cannot see through tuple-returning ops: decompose batch_norm (into a
         # constant scale + shift, which FoldConstant folds) and drop dropout first.
         mod = relax.transform.DecomposeOpsForInference()(mod)
-        mod = relax.transform.FoldConstant()(_drop_dropout(mod))
+        mod = relax.transform.FoldConstant()(FoldConstantNumpy()(_drop_dropout(mod)))
         try:
             return relax.transform.ConvertLayout({}, layout_cb)(mod)
         except Exception:  # pylint: disable=broad-except; ConvertLayout cannot handle some graph: pack per conv

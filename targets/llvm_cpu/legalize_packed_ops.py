@@ -10,6 +10,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import compute
 from .config import CpuScheduleConfig
+from .convert_conv2d_layout import is_narrow_group_1x1
 
 _NCHWC = re.compile(r"^NCHW(\d+)c$")
 _OIHWIO = re.compile(r"^OIHW(\d+)i(\d+)o$")
@@ -27,7 +28,8 @@ def _shape(expr) -> list[int] | None:
 
 @tvm.transform.module_pass(opt_level=0, name="LegalizePackedOps")
 class LegalizePackedOps:  # pylint: disable=too-few-public-methods
-    """Replace (1) ``relax.nn.conv2d`` in NCHW{c}c / OIHW{i}i{o}o layout and (2) ``relax.matmul``
+    """Replace (1) ``relax.nn.conv2d`` in NCHW{c}c / OIHW{i}i{o}o layout (and narrow-group
+    1x1 NCHW conv2d, see ``is_narrow_group_1x1``) and (2) ``relax.matmul``
     whose right operand is a 2-D fp32 constant by ``call_tir`` of the kernels in
     :mod:`.compute`; the matmul weight is packed into ``[N/bn, K, bn]`` panels with a
     ``layout_transform`` that FoldConstant evaluates at compile time.
@@ -74,6 +76,16 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
 
     def _conv2d(self, call: relax.Call) -> relax.Expr:
         attrs = call.attrs
+        if is_narrow_group_1x1(call, self.config):
+            out_dtype = attrs.out_dtype or "float32"
+            if str(out_dtype) not in ("float32", ""):
+                return call
+            self._count("conv2d_1x1_nchw")
+            tile = self.config.vector_lanes * self.config.conv1x1_pixel_vecs
+            return self.builder_.call_te(
+                compute.conv2d_1x1_nchw, call.args[0], call.args[1], int(attrs.groups), "float32", tile,
+                primfunc_name_hint="conv2d_1x1_nchw",
+            )
         data_m = _NCHWC.match(attrs.data_layout)
         out_m = _NCHWC.match(attrs.out_layout)
         kern_m = _OIHWIO.match(attrs.kernel_layout)

@@ -8,7 +8,9 @@ from tvm.target import Target
 
 from . import compute
 from .config import CpuScheduleConfig, config_from_target
-from .schedule_utils import find_rule_block, place_epilogue, producers_before, schedule_injective
+from .schedule_utils import (
+    find_rule_block, loop_extent, place_epilogue, producers_before, schedule_injective,
+)
 
 
 class Conv2dNCHWc(ScheduleRule):
@@ -66,4 +68,55 @@ class Conv2dNCHWc(ScheduleRule):
         init_loops = sch.get_loops(init)
         sch.vectorize(init_loops[-1])
         sch.unroll(init_loops[-2])
+        return sch
+
+
+class Conv2d1x1NCHW(ScheduleRule):
+    """conv2d_1x1_nchw (grouped 1x1 conv as a GEMM per group, vectorized over pixels) + epilogue.
+
+    Tile: ``rows`` output channels of one group x ``pixel_tile`` pixels (``pixel_tile/lanes``
+    vectors): per input channel, ``pixel_tile/lanes`` vector loads shared by the rows and one
+    weight broadcast per row. ``rows`` divides the group's output channels, so the input row
+    ``g(o) * cg + c`` is the same for the whole tile. (batch, group, row tile, pixel tile) are
+    fused and run in parallel.
+    """
+
+    def __init__(self, config: CpuScheduleConfig | None = None):
+        self.config = config
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        gemm = find_rule_block(sch, compute.CONV2D_1X1_NCHW)
+        if gemm is None:
+            return None
+        config = self.config or config_from_target(target)
+        ann = sch.get(gemm).annotations
+        groups, tile = int(ann["accelc.groups"]), int(ann["accelc.pixel_tile"])
+        for block in producers_before(sch, gemm):
+            schedule_injective(sch, block, config)
+        n, o, p, rc = sch.get_loops(gemm)
+        og = loop_extent(sch, o) // groups
+        limit = max(1, config.conv_max_accum // max(1, tile // config.vector_lanes))
+        rows = max(r for r in range(1, min(limit, og) + 1) if og % r == 0)
+        g, oin = sch.split(o, [groups, og])
+        oo, oi = sch.split(oin, [None, rows])
+        po, pv, pl = sch.split(p, [None, tile // config.vector_lanes, config.vector_lanes])
+        sch.reorder(n, g, oo, po, rc, oi, pv, pl)
+        outer = sch.fuse(n, g, oo, po)
+        if config.num_cores > 1:
+            sch.parallel(outer)
+        sch.unroll(oi)
+        sch.unroll(pv)
+        sch.vectorize(pl)
+        # the epilogue (in (h, w)) fits in the tile only if the tile is whole rows, none padded
+        width, pixels = int(ann["accelc.width"]), int(ann["accelc.pixels"])
+        box = tile % width == 0 and pixels % tile == 0
+        sch, _ = place_epilogue(sch, gemm, outer, config, fuse=box)
+        init = sch.decompose_reduction(gemm, rc)
+        init_loops = sch.get_loops(init)
+        sch.vectorize(init_loops[-1])
+        for loop in init_loops[1:-1]:
+            sch.unroll(loop)
         return sch

@@ -91,13 +91,16 @@ def _prod(xs):
     return out
 
 
-def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConfig):
+def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConfig, fuse: bool = True):
     """Keep ``main``'s output tile in registers and compute the epilogue inside the tile.
 
     If ``main`` writes the function output itself, a local cache is inserted; otherwise the
     single remaining epilogue block is moved under ``tile_loop``. When the epilogue reads the
     tile through a non-identity map (e.g. a layout_transform back to NCHW) the tile is written
     once from registers and the epilogue runs as its own loop nest.
+    ``fuse=False`` skips the in-tile epilogue: needed when the tile is no box of the epilogue's
+    iteration space (a tile of flattened pixels that ends mid-row), where region inference
+    would over-approximate and the epilogue would read values the tile never computed.
     Returns ``(schedule, fused)``; the schedule may be a copy (block/loop RVs stay valid).
     """
     epilogue = inline_epilogue(sch, main)
@@ -109,14 +112,15 @@ def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConf
     for block in epilogue[:-1]:
         schedule_injective(sch, block, config)
     final = epilogue[-1]
-    trial = sch.copy()
-    try:
-        trial.set_scope(main, 0, "local")
-        trial.reverse_compute_at(final, tile_loop, preserve_unit_loops=False)
-        _vectorize_tile(trial, final, tile_loop, config)
-        return trial, True
-    except Exception:  # pylint: disable=broad-except
-        pass
+    if fuse:
+        trial = sch.copy()
+        try:
+            trial.set_scope(main, 0, "local")
+            trial.reverse_compute_at(final, tile_loop, preserve_unit_loops=False)
+            _vectorize_tile(trial, final, tile_loop, config)
+            return trial, True
+        except Exception:  # pylint: disable=broad-except
+            pass
     cache = sch.cache_write(main, 0, "local")
     sch.reverse_compute_at(cache, tile_loop, preserve_unit_loops=False)
     _vectorize_tile(sch, cache, tile_loop, config)

@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -23,8 +22,8 @@ try:
     from accelc.targets import llvm_cpu as cpu  # noqa: E402
 except ImportError:
     from targets import llvm_cpu as cpu  # noqa: E402
-from targets.llvm_cpu.config import CpuScheduleConfig  # noqa: E402
-from targets.llvm_cpu.convert_conv2d_layout import channel_block  # noqa: E402
+from accelc.targets.llvm_cpu.config import CpuScheduleConfig  # noqa: E402
+from accelc.targets.llvm_cpu.convert_conv2d_layout import channel_block  # noqa: E402
 
 RTOL = {"float32": 1e-4}
 TARGET = cpu.host_target(2)
@@ -67,6 +66,9 @@ CONV_CASES = [
     (64, 64, 14, 14, 1, 2, 0, 1, False),   # 1x1 stride 2
     (32, 32, 10, 10, 3, 2, 1, 32, False),  # depthwise stride 2
     (24, 48, 8, 8, 1, 1, 0, 3, False),     # grouped (ShuffleNet-like)
+    (136, 136, 7, 9, 1, 1, 0, 4, True),    # ShuffleNet: 34 channels a group -> NCHW GEMM per group
+    (12, 60, 5, 5, 1, 1, 0, 3, False),     # 4 in / 20 out a group, 25 pixels (tile padding + crop)
+    (48, 48, 6, 6, 3, 1, 1, 3, False),     # grouped 3x3 stays packed
     (16, 40, 13, 13, 3, 1, 1, 1, False),   # 13 wide: register tile padding + crop
 ]
 
@@ -96,7 +98,9 @@ def test_conv2d_bias_relu(c, o, h, w, k, s, p, g, residual):
     if residual:
         ref = ref + res
     _check(vm, [x, res] if residual else [x], np.maximum(ref, 0))
-    assert sched.fired.get("Conv2dNCHWc") == 1, sched.fired
+    lanes = cpu.config_from_target(TARGET).vector_lanes
+    narrow = k == 1 and s == 1 and p == 0 and 1 < g < c and ((c // g) % lanes or (o // g) % lanes)
+    assert sched.fired.get("Conv2d1x1NCHW" if narrow else "Conv2dNCHWc") == 1, sched.fired
     assert not sched.failed and not unscheduled, (sched.failed, unscheduled)
 
 

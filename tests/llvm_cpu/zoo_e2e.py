@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
