@@ -2,7 +2,7 @@
 //
 //   accelc-run ARTIFACT.so [--input NAME=FILE.npy ...] [--output-dir DIR]
 //              [--repeat N] [--warmup N] [--threads N] [--signature]
-//              [--fill-mode zeros|ones|random] [--seed N]
+//              [--fill-mode zeros|ones|random] [--seed N] [--device cpu|cuda]
 //
 // The artifact carries its I/O signature as a NUL-terminated JSON string in the C symbol
 // `accelc_signature_json` (ELF section `.accelc_signature`). The runner reads it with
@@ -11,6 +11,11 @@
 // against it (names, shapes, dtypes), runs the VM function `main` (warmup runs, then `--repeat`
 // timed runs), writes every output to DIR/<sanitized output name>.npy and prints one line
 //   latency_ms: median=%.3f min=%.3f mean=%.3f repeat=%d
+//
+// `--device cuda` (the default for artifacts whose signature target is CUDA) loads TVM's CUDA
+// runtime (libtvm_runtime_cuda.so, found like libtvm_runtime.so), runs the VM on GPU 0, copies
+// the inputs to the GPU once before the runs, synchronizes the device before each timed run's
+// clock stops, and copies the outputs back.
 //
 // Exit codes: 0 success; 2 usage / input / artifact errors (one `error: ...` line on stderr,
 // the same rule as the Python CLI); 1 failures while running the model.
@@ -637,6 +642,7 @@ struct TensorSpec {
 
 struct Signature {
   std::string raw;
+  std::string target_kind;  // "llvm", "cuda", ... (empty if the signature has none)
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
 };
@@ -790,6 +796,11 @@ Signature ReadSignature(const std::string& path, bool* loadable, std::string* lo
   }
   sig.inputs = ParseSpecs(root, "inputs");
   sig.outputs = ParseSpecs(root, "outputs");
+  if (const Json* target = root.Get("target")) {
+    if (const Json* kind = target->Get("kind")) {
+      if (kind->kind == Json::kString) sig.target_kind = kind->str;
+    }
+  }
   return sig;
 }
 
@@ -806,6 +817,7 @@ struct Options {
   int threads = 0;  // 0: TVM's default
   std::string fill_mode;  // empty: every input must be given
   uint64_t seed = 0;
+  std::string device;  // "cpu" or "cuda"; empty: from the artifact's target
   bool signature = false;
   bool help = false;
 };
@@ -813,7 +825,7 @@ struct Options {
 const char kUsage[] =
     "usage: accelc-run ARTIFACT.so [--input NAME=FILE.npy ...] [--output-dir DIR]\n"
     "                  [--repeat N] [--warmup N] [--threads N] [--signature]\n"
-    "                  [--fill-mode zeros|ones|random] [--seed N]\n"
+    "                  [--fill-mode zeros|ones|random] [--seed N] [--device cpu|cuda]\n"
     "\n"
     "Run an accelc artifact (exported Relax VM executable) on .npy inputs.\n"
     "\n"
@@ -825,6 +837,9 @@ const char kUsage[] =
     "  --fill-mode MODE       fill inputs not given: zeros, ones or random (default: none,\n"
     "                         every input must be given)\n"
     "  --seed N               seed for --fill-mode random (default: 0)\n"
+    "  --device cpu|cuda      where to run (default: cuda for CUDA artifacts, else cpu); on\n"
+    "                         cuda, inputs are copied to GPU 0 once and each timed run ends\n"
+    "                         with a device synchronization\n"
     "  --signature            print the artifact's signature JSON and exit\n"
     "  -h, --help             show this help\n"
     "\n"
@@ -876,7 +891,7 @@ Options ParseArgs(int argc, char** argv) {
     }
     static const std::set<std::string> kValued = {"--input", "-i", "--output-dir", "-o",
                                                   "--repeat", "--warmup", "--threads",
-                                                  "--fill-mode", "--seed"};
+                                                  "--fill-mode", "--seed", "--device"};
     if (!kValued.count(name)) throw UsageError("unknown option '" + name + "' (see --help)");
     if (!has_value) {
       if (k + 1 >= argc) throw UsageError("option " + name + " needs a value");
@@ -904,6 +919,11 @@ Options ParseArgs(int argc, char** argv) {
       opt.fill_mode = value;
     } else if (name == "--seed") {
       opt.seed = static_cast<uint64_t>(ParseInt(name, value, 0));
+    } else if (name == "--device") {
+      if (value != "cpu" && value != "cuda") {
+        throw UsageError("--device must be cpu or cuda; got '" + value + "'");
+      }
+      opt.device = value;
     }
   }
   if (!seen_artifact) throw UsageError("missing ARTIFACT argument (see --help)");
@@ -1053,6 +1073,46 @@ std::string AbsoluteForDlopen(const std::string& path) {
   return ec ? (path.find('/') == std::string::npos ? "./" + path : path) : p.string();
 }
 
+/*! \brief Load TVM's CUDA runtime (device API, CUDA module loader) into the process.
+ *
+ * libtvm_runtime_cuda.so sits next to libtvm_runtime.so in the tvm wheel. dlopen of a bare
+ * name searches this executable's RUNPATH and LD_LIBRARY_PATH, like libtvm_runtime.so was
+ * found; failing that, the folder libtvm_runtime.so was loaded from.
+ */
+void LoadCudaRuntime() {
+  const char* kName = "libtvm_runtime_cuda.so";
+  if (dlopen(kName, RTLD_NOW | RTLD_GLOBAL)) return;
+  const char* err = dlerror();
+  std::string first_error = err ? err : "dlopen failed";
+  Dl_info info;
+  void* anchor = dlsym(RTLD_DEFAULT, "TVMBackendGetFuncFromEnv");
+  if (anchor && dladdr(anchor, &info) && info.dli_fname) {
+    fs::path next_to_runtime = fs::path(info.dli_fname).parent_path() / kName;
+    if (dlopen(next_to_runtime.c_str(), RTLD_NOW | RTLD_GLOBAL)) return;
+    err = dlerror();
+    if (err) first_error = err;
+  }
+  throw RunError(std::string("cannot load TVM's CUDA runtime (") + kName + "): " + first_error +
+                 " (it needs the NVIDIA driver's libcuda.so.1 and libcudart.so.13)");
+}
+
+ffi::Function GlobalFunction(const char* name) {
+  ffi::Optional<ffi::Function> f = ffi::Function::GetGlobal(name);
+  if (!f.has_value()) throw RunError(std::string("TVM runtime lacks function ") + name);
+  return *f;
+}
+
+/*! \brief A copy of `t` on `device` (TVM's allocator, then a device copy). */
+ffi::Tensor CopyTo(const ffi::Tensor& t, DLDevice device) {
+  static ffi::Function alloc = GlobalFunction("runtime.TVMTensorAllocWithScope");
+  static ffi::Function copy = GlobalFunction("runtime.TVMTensorCopyFromTo");
+  ffi::Tensor out = alloc(ffi::Shape(t.shape().begin(), t.shape().end()), t.dtype(), device,
+                          ffi::Optional<ffi::String>())
+                        .cast<ffi::Tensor>();
+  copy(t, out);
+  return out;
+}
+
 int Run(int argc, char** argv) {
   Options opt = ParseArgs(argc, argv);
   if (opt.help) {
@@ -1078,6 +1138,18 @@ int Run(int argc, char** argv) {
     return 0;
   }
   if (!loadable) throw UsageError("cannot load artifact " + opt.artifact + ": " + load_error);
+  const std::string device_name =
+      !opt.device.empty() ? opt.device : (sig.target_kind == "cuda" ? "cuda" : "cpu");
+  if (device_name == "cuda" && sig.target_kind != "cuda") {
+    throw UsageError("--device cuda: artifact " + opt.artifact + " targets '" + sig.target_kind +
+                     "', not cuda");
+  }
+  if (device_name == "cpu" && sig.target_kind == "cuda") {
+    throw UsageError("--device cpu: artifact " + opt.artifact + " holds CUDA kernels (target " +
+                     "cuda); run it with --device cuda");
+  }
+  const DLDevice device{device_name == "cuda" ? kDLCUDA : kDLCPU, 0};
+  if (device.device_type == kDLCUDA) LoadCudaRuntime();
 
   // 2. Inputs: names, then files, shapes, dtypes.
   std::map<std::string, std::string> given;
@@ -1145,7 +1217,7 @@ int Run(int argc, char** argv) {
     if (!init.has_value()) throw RunError("VM has no vm_initialization");
     // (device type, device id, allocator type) for the device and for the host;
     // allocator type 2 = pooled.
-    (*init)(static_cast<int>(kDLCPU), 0, 2, static_cast<int>(kDLCPU), 0, 2);
+    (*init)(static_cast<int>(device.device_type), 0, 2, static_cast<int>(kDLCPU), 0, 2);
     ffi::Optional<ffi::Function> f = vm->GetFunction("main", false);
     if (!f.has_value()) throw UsageError("artifact has no function 'main'");
     main_fn = *f;
@@ -1154,12 +1226,24 @@ int Run(int argc, char** argv) {
                      e.message());
   }
 
-  // 4. Run: warmup, then timed runs; keep the last result.
+  // 4. Run: warmup, then timed runs; keep the last result. On a GPU the inputs move there
+  // once, outside the clock, and every run ends with a device synchronization.
+  // (The CPU's stream sync is a no-op; calling it there too keeps this path tested.)
+  const ffi::Function sync = GlobalFunction("runtime.Device_StreamSync");  // (device, stream)
+  if (device.device_type != kDLCPU) {
+    try {
+      for (ffi::Tensor& t : inputs) t = CopyTo(t, device);
+    } catch (const ffi::Error& e) {
+      throw RunError("copying the inputs to " + device_name + " failed: " + e.kind() + ": " +
+                     e.message());
+    }
+  }
   std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
   ffi::Any result;
   auto call = [&]() {
     result = ffi::Any();
     main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+    sync(device, static_cast<int64_t>(0));  // 0: the default stream, which the VM launches on
   };
   std::vector<double> times_ms;
   try {
@@ -1177,6 +1261,16 @@ int Run(int argc, char** argv) {
   // 5. Outputs.
   std::vector<ffi::Tensor> outs;
   FlattenResult(result, &outs);
+  if (device.device_type != kDLCPU) {
+    try {
+      for (ffi::Tensor& t : outs) {
+        if (t.device().device_type != kDLCPU) t = CopyTo(t, DLDevice{kDLCPU, 0});
+      }
+    } catch (const ffi::Error& e) {
+      throw RunError("copying the outputs back from " + device_name + " failed: " + e.kind() +
+                     ": " + e.message());
+    }
+  }
   if (outs.size() != sig.outputs.size()) {
     throw RunError("main returned " + std::to_string(outs.size()) + " tensor(s), the signature " +
                    "declares " + std::to_string(sig.outputs.size()));
