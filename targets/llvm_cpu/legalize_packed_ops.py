@@ -145,9 +145,23 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
             )
         )
         self._count("dense_packed")
-        return self.builder_.call_te(
-            compute.dense_packed, data, packed, n, "float32", primfunc_name_hint="dense_packed"
+        if len(dshape) == 2:
+            return self.builder_.call_te(
+                compute.dense_packed, data, packed, n, "float32", primfunc_name_hint="dense_packed"
+            )
+        # Batched activations go through the kernel as one [rows, K] matrix: the dense
+        # schedule tiles a single row axis (over several batch axes it computed wrong rows
+        # for shapes like (3, 6, 5), tests/test_fuzz.py::test_batched_matmul_by_constant).
+        rows = 1
+        for d in dshape[:-1]:
+            rows *= d
+        flat = self.builder_.emit(relax.op.reshape(data, [rows, k]))
+        product = self.builder_.emit(
+            self.builder_.call_te(
+                compute.dense_packed, flat, packed, n, "float32", primfunc_name_hint="dense_packed"
+            )
         )
+        return relax.op.reshape(product, [*dshape[:-1], n])
 
 
 def _out_hw(in_hw, k_hw, strides, padding, dilation):
