@@ -1,9 +1,12 @@
-"""Filter TVM's native stderr chatter.
+"""Filter native stderr chatter that users cannot act on.
 
-TVM 0.27's VM executable logs a ``Warning: Scope Saving:`` / ``Scope Loaded:`` line per
-constant when an executable is exported or loaded (hundreds for a real model). They carry no
-information for users, and C++ logging cannot be silenced from Python, so the file
-descriptor is captured around those calls and every other line is passed through.
+TVM's C++ logging cannot be silenced from Python, so file descriptor 2 is captured around
+the noisy calls and every line that is not noise is passed through afterwards. Two users:
+
+- TVM 0.27's VM executable logs ``Warning: Scope Saving:`` / ``Scope Loaded:`` once per
+  constant when an executable is exported or loaded (hundreds for a real model);
+- MetaSchedule warns once per block whose ``schedule_rule`` names an accelc template it has
+  no search space for (see ``accelc/tuning/intrinsics.py``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import re
 import sys
 import tempfile
 
-_NOISE = re.compile(r"executable\.cc:\d+: Warning: Scope (Saving|Loaded):")
+_SCOPE_NOISE = re.compile(rb"executable\.cc:\d+: Warning: Scope (Saving|Loaded):")
 
 
 @contextlib.contextmanager
-def quiet_tvm_logs():
+def filtered_fd2(noise: re.Pattern, with_continuations: bool = False):
+    """Drop fd-2 lines matching ``noise`` (bytes pattern) while the block runs; with
+    ``with_continuations``, also the indented lines that follow a dropped one."""
     sys.stderr.flush()
     try:
         saved = os.dup(2)
@@ -34,6 +39,16 @@ def quiet_tvm_logs():
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
-                if not _NOISE.search(line):
-                    sys.stderr.write(line)
+            skipping = False
+            for line in capture.read().splitlines(keepends=True):
+                if noise.search(line):
+                    skipping = with_continuations
+                    continue
+                if skipping and line[:1] in (b" ", b"\t"):
+                    continue
+                skipping = False
+                os.write(2, line)
+
+
+def quiet_tvm_logs():
+    return filtered_fd2(_SCOPE_NOISE)

@@ -8,12 +8,10 @@ that package takes a few seconds, and only a target whose space asks for it pays
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import re
 import sys
-import tempfile
 
 _MISSING = re.compile(r"TensorIntrin '([^']+)' is not registered")
 
@@ -52,32 +50,10 @@ def register_cpu_intrinsics(target) -> bool:
 _NOISE = re.compile(rb"apply_custom_rule\.cc:\d+: Warning: Unknown schedule rule")
 
 
-@contextlib.contextmanager
 def filtered_stderr():
     """Drop MetaSchedule's per-block "Unknown schedule rule" warnings (a block annotated
     with an accelc rule name that has no MetaSchedule template falls back to the default
     space, which is what we want) and pass every other line of fd 2 through."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            skipping = False
-            for line in capture.read().splitlines(keepends=True):
-                if _NOISE.search(line):
-                    skipping = True  # the warning goes on over indented lines
-                    continue
-                if skipping and (line.startswith(b" ") or line.startswith(b"\t")):
-                    continue
-                skipping = False
-                os.write(2, line)
+    from accelc._stderr import filtered_fd2
+
+    return filtered_fd2(_NOISE, with_continuations=True)
