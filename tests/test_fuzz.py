@@ -472,6 +472,11 @@ def assert_matches(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _value_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    g = model.graph
+    return list(g.input) + list(g.value_info) + list(g.output)
+
+
 def _has_multiplier_grouped_conv(model: onnx.ModelProto) -> bool:
     """A Conv with groups > 1, one input channel per group, and more output channels than
     input channels (a depthwise conv with a channel multiplier, or its non-square kin)."""
@@ -491,7 +496,7 @@ def _has_batched_constant_matmul(model: onnx.ModelProto) -> bool:
     inits = {t.name: t for t in model.graph.initializer}
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-              for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+              for vi in _value_infos(inferred)}
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
             shape = shapes.get(node.input[0], [])
@@ -508,7 +513,7 @@ def _has_conv_then_channel_reduce(model: onnx.ModelProto) -> bool:
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     inferred = onnx.shape_inference.infer_shapes(model)
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
-             for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+             for vi in _value_infos(inferred)}
     for node in model.graph.node:
         if not node.op_type.startswith("Reduce"):
             continue
