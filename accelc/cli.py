@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
 from . import __version__, driver
 from .errors import AccelcError
@@ -180,6 +181,8 @@ def _dispatch(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "-v" in argv or "--verbose" in argv
+    if not verbose:  # library warnings (TVM's TagScope, onnx checker) are not for users
+        warnings.simplefilter("ignore")
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:

@@ -44,3 +44,11 @@ class TargetError(AccelcError):
 
 class ArtifactError(AccelcError):
     """A file that is not an accelc artifact, or a damaged one."""
+
+
+class InternalCompilerError(AccelcError):
+    """A valid model that accelc (or TVM under it) failed to compile: a bug to report.
+
+    It is an ``AccelcError`` so that the CLI prints one line instead of a traceback
+    (``--verbose`` shows it); tests treat it as a failure, never as a clean refusal.
+    """

@@ -20,6 +20,7 @@ after every pass) and ``--time-passes``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathlib import Path
 import tvm
 from tvm import relax
 from tvm.ir import instrument
+
+from .errors import AccelcError, InternalCompilerError
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,23 @@ def phases(opts: PipelineOptions, backend, target) -> list[tuple[str, list]]:
     ]
 
 
+@contextlib.contextmanager
+def _internal_errors(phase: str):
+    """A failure inside the pipeline on a model the front end accepted is accelc's bug:
+    report it as one line naming the phase (the traceback stays behind ``--verbose``)."""
+    try:
+        yield
+    except AccelcError:
+        raise
+    except Exception as exc:  # TVM raises InternalError, AssertionError, ValueError, ...
+        lines = str(exc).strip().splitlines()
+        detail = next((l for l in reversed(lines) if l.strip()), type(exc).__name__)
+        raise InternalCompilerError(
+            f"internal compiler error in phase {phase}: {type(exc).__name__}: {detail.strip()[:300]} "
+            "(a bug in accelc; please report it with the model; --verbose shows the traceback)"
+        ) from exc
+
+
 def run(mod: tvm.IRModule, backend, target, opts: PipelineOptions):
     """Compile ``mod`` for ``target``; return (VM executable, report)."""
     report = PipelineReport()
@@ -195,11 +215,13 @@ def run(mod: tvm.IRModule, backend, target, opts: PipelineOptions):
         for name, passes in phases(opts, backend, target):
             start = time.perf_counter()
             if passes:
-                mod = tvm.transform.Sequential(passes, name=name)(mod)
+                with _internal_errors(name):
+                    mod = tvm.transform.Sequential(passes, name=name)(mod)
             report.phase_seconds[name] = time.perf_counter() - start
         if timing is not None:
             report.pass_timing = timing.render()
         start = time.perf_counter()
-        executable = relax.build(mod, target, relax_pipeline=None)
+        with _internal_errors("5_build"):
+            executable = relax.build(mod, target, relax_pipeline=None)
         report.phase_seconds["5_build"] = time.perf_counter() - start
     return executable, report

@@ -1,6 +1,7 @@
 """The command line: every user error is one line `error: ...` and exit code 2."""
 
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -126,3 +127,18 @@ def test_bad_usage_is_one_line(artifact):
 def test_verbose_shows_traceback(tmp_path):
     result = accelc("--verbose", "compile", tmp_path / "nope.onnx")
     assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+def test_internal_compiler_error_is_one_line(tmp_path):
+    """A model the front end accepts but TVM fails to lower (PRelu-6 with a per-channel
+    slope, a known accelc bug) is one line naming the phase, not a traceback."""
+    import onnx.backend.test
+
+    case = (Path(onnx.backend.test.__file__).parent / "data" / "pytorch-converted"
+            / "test_PReLU_1d_multiparam" / "model.onnx")
+    result = accelc("compile", case, "-o", tmp_path / "p.so")
+    assert result.returncode == 2, result.stderr
+    # TVM's C++ log may add a warning line before it; the error itself is the last line.
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: internal compiler error in phase "), result.stderr
+    assert "Traceback" not in result.stderr and sum(l.startswith("error: ") for l in result.stderr.splitlines()) == 1

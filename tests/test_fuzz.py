@@ -571,13 +571,15 @@ def check_case(case: FuzzCase) -> bool:
     """True on a match with onnxruntime, False on a clean AccelcError (counted); anything
     else raises."""
     import accelc
-    from accelc.errors import AccelcError
+    from accelc.errors import AccelcError, InternalCompilerError
 
     onnx.checker.check_model(case.model, full_check=True)
     ref = ort_run(case.model, case.feeds)
     try:
         compiled = accelc.compile(case.model)
         out = compiled.run(case.feeds)
+    except InternalCompilerError:
+        raise  # one line for users, but a bug: never a clean refusal
     except AccelcError as exc:  # a clean refusal is an allowed outcome; count it
         OUTCOMES[f"clean error: {str(exc).splitlines()[0][:100]}"] += 1
         return False
