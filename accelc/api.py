@@ -28,6 +28,7 @@ class CompiledModel:
         self._executable = executable
         self._path = path
         self._vm = None
+        self.tuning = None  # with --tuning-records: which kernels were tuned, which fell back
         self._runner = None  # out-of-process runner (artifacts for another machine)
         self._tmp = None
 
@@ -186,11 +187,11 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
         from .tuning import load_records
 
         records = load_records(tuning_records, tvm_target)
-    imported = import_onnx(model, input_shapes)
     if sparse is not None:  # validate before the (slow) import: a bad threshold is a user error
         from accelc.passes.sparse_rewrite import check_options
 
         sparse, _ = check_options(sparse, None)
+    imported = import_onnx(model, input_shapes)
     graph_passes = ()
     if quantize is not None:  # int8: annotate -> calibrate -> realize in phase 2
         graph_passes = _quantize_passes(
@@ -211,7 +212,7 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
         model={"name": imported.name, "sha256": imported.sha256},
     )
     compiled = CompiledModel(signature, executable=executable, report=report)
-    compiled.tuning = None if records is None else records.applied  # which kernels were tuned
+    compiled.tuning = None if records is None else records.applied
     return compiled
 
 

@@ -96,7 +96,7 @@ def compile_model(opts: CompileOptions, out=None):
         _print(f"  input   {t.describe()}", out=out)
     for t in sig.outputs:
         _print(f"  output  {t.describe()}", out=out)
-    if getattr(compiled, "tuning", None) is not None:  # --tuning-records
+    if compiled.tuning is not None:  # --tuning-records
         for line in compiled.tuning.summary(opts.tuning_records):
             _print(f"  {line}", out=out)
     if opts.dump_ir:
