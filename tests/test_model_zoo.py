@@ -8,22 +8,22 @@ Probabilities are held to issue 2's fp32 tolerance elementwise, logits norm-wise
 `zoo.assert_close_normwise` for why).
 
 Only the cheapest models run by default; the rest are `slow` (`pytest -m slow`). Measured on
-the 2-core machine with the llvm target's CPU schedules (commit c31d6c9), under a load
-average of 3-6 from concurrent jobs, so absolute times are ~2x inflated (onnxruntime in the
-same process as a gauge). "first run" is VM creation + the first call, where LLVM code
-generation of the in-memory executable happens; test cost ~= prep + compile + first run.
+the 2-core machine (load average ~1-2 from concurrent jobs), llvm target with its CPU
+schedules, onnxruntime (2 threads) in the same process. "first run" is VM creation + the
+first call, where LLVM code generation of the in-memory executable happens; a test costs
+about prep + compile + first run. Under a load average of ~5 every time was 3-5x longer.
 
 | model        | prep s | compile s | first run s | steady ms | onnxruntime ms |
 |--------------|-------:|----------:|------------:|----------:|---------------:|
-| squeezenet   |    0.9 |        35 |         5.9 |        40 |             81 |
-| shufflenet   |    2.0 |        39 |         7.6 |        80 |             48 |
-| bvlc_alexnet |     26 |        36 |         4.4 |       155 |            325 |
-| zfnet512     |     28 |        42 |         5.6 |       359 |            528 |
-| inception_v1 |    2.8 |        72 |          18 |       248 |            269 |
-| inception_v2 |    4.0 |        42 |          10 |       126 |             73 |
-| resnet50     |    7.6 |        36 |          12 |       449 |            384 |
-| densenet121  |    6.9 |       150 |          37 |       312 |            693 |
-| vgg19        |     29 |        38 |         2.2 |       510 |            969 |
+| squeezenet   |    0.3 |       5.1 |         1.5 |        10 |             11 |
+| shufflenet   |    0.5 |       5.4 |         1.7 |        11 |             15 |
+| resnet50     |    3.5 |       9.1 |         2.1 |       122 |            152 |
+| bvlc_alexnet |    5.0 |       8.5 |         0.9 |        33 |             80 |
+| zfnet512     |    6.5 |        10 |         0.8 |        87 |            145 |
+| inception_v1 |    0.6 |       9.6 |         4.1 |        42 |             34 |
+| inception_v2 |    3.2 |        10 |         2.8 |        47 |             64 |
+| densenet121  |    1.8 |        31 |          14 |       165 |            138 |
+| vgg19        |     17 |        21 |         1.2 |       316 |            403 |
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ from zoo import (
     randomize_weights,
 )
 
-# Cheap enough for the default run (table above), and two different families: SqueezeNet
-# (fire modules: 1x1/3x3 conv + concat, global pool) and ShuffleNet (BatchNorm, grouped and
-# depthwise conv, channel shuffle by reshape/transpose, residual Sum, Gemm).
-CHEAP = {"squeezenet", "shufflenet"}
+# Cheap enough for the default run (table above) and three families: SqueezeNet (fire modules:
+# 1x1/3x3 conv + concat, global pool), ShuffleNet (BatchNorm, grouped and depthwise conv,
+# channel shuffle by reshape/transpose, residual Sum) and ResNet-50 (the flagship: deep
+# BatchNorm + residual stack, Gemm head). ~30 s together on a quiet machine.
+CHEAP = {"squeezenet", "shufflenet", "resnet50"}
 
 ALL_MODELS = [
     pytest.param(name, marks=() if name in CHEAP else pytest.mark.slow)
