@@ -23,6 +23,25 @@ def _pad(data, pad_top, pad_left, pad_bottom, pad_right):
     )
 
 
+def out_hw(in_hw, k_hw, strides, padding, dilation) -> tuple[int, int]:
+    """Output height and width of a 2-D convolution/pool window (padding t, l, b, r)."""
+    pt, pl, pb, pr = padding
+    oh = (in_hw[0] + pt + pb - (k_hw[0] - 1) * dilation[0] - 1) // strides[0] + 1
+    ow = (in_hw[1] + pl + pr - (k_hw[1] - 1) * dilation[1] - 1) // strides[1] + 1
+    return oh, ow
+
+
+def _padded_input(data, in_hw, k_hw, strides, padding, dilation, reg_n):
+    """(oh, ow, ow rounded up to reg_n, zero-padded data) for an NCHW{c}c convolution whose
+    output width is computed in whole register tiles."""
+    oh, ow = out_hw(in_hw, k_hw, strides, padding, dilation)
+    owp = -(-ow // reg_n) * reg_n
+    pt, pl, pb, pr = padding
+    # Right padding so that the padded-out columns read in-bounds (zero) input.
+    pr_ext = max(pr, (owp - 1) * strides[1] + (k_hw[1] - 1) * dilation[1] + 1 - in_hw[1] - pl)
+    return oh, ow, owp, _pad(data, pt, pl, pb, pr_ext)
+
+
 def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, reg_n):
     """Grouped conv2d, data NCHW{ib}c, kernel OIHW{ib}i{ob}o, output NCHW{ob}c.
 
@@ -34,13 +53,7 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, re
     assert kib == ib, "kernel input block must equal data block"
     sh, sw = strides
     dh, dw = dilation
-    pt, pl, pb, pr = padding
-    oh = (ih + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (iw + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    owp = -(-ow // reg_n) * reg_n
-    # Right padding so that the padded-out columns read in-bounds (zero) input.
-    pr_ext = max(pr, (owp - 1) * sw + (kw - 1) * dw + 1 - iw - pl)
-    data_pad = _pad(data, pt, pl, pb, pr_ext)
+    oh, ow, owp, data_pad = _padded_input(data, (ih, iw), (kh, kw), strides, padding, dilation, reg_n)
     occ_per_group = occ // groups
     rc = te.reduce_axis((0, icc_g), "rc")
     rh = te.reduce_axis((0, kh), "rh")
@@ -72,12 +85,7 @@ def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype, 
     assert (kcc, kcb) == (cc, cb)
     sh, sw = strides
     dh, dw = dilation
-    pt, pl, pb, pr = padding
-    oh = (ih + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (iw + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    owp = -(-ow // reg_n) * reg_n
-    pr_ext = max(pr, (owp - 1) * sw + (kw - 1) * dw + 1 - iw - pl)
-    data_pad = _pad(data, pt, pl, pb, pr_ext)
+    oh, ow, owp, data_pad = _padded_input(data, (ih, iw), (kh, kw), strides, padding, dilation, reg_n)
     rh = te.reduce_axis((0, kh), "rh")
     rw = te.reduce_axis((0, kw), "rw")
     conv = te.compute(

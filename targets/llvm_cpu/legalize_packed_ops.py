@@ -107,7 +107,7 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         strides = [int(s) for s in attrs.strides]
         dilation = [int(d) for d in attrs.dilation]
         padding = [int(p) for p in attrs.padding]
-        oh_ow = _out_hw(dshape[2:4], kshape[2:4], strides, padding, dilation)
+        oh_ow = compute.out_hw(dshape[2:4], kshape[2:4], strides, padding, dilation)
         reg_n = self.config.conv_reg_n(oh_ow[1], ob)
         if groups > 1 and groups == in_ch and kshape[1] == 1 and kshape[4] == 1:
             if dshape[4] != ob:
@@ -162,10 +162,3 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
             )
         )
         return relax.op.reshape(product, [*dshape[:-1], n])
-
-
-def _out_hw(in_hw, k_hw, strides, padding, dilation):
-    pt, pl, pb, pr = padding
-    oh = (in_hw[0] + pt + pb - (k_hw[0] - 1) * dilation[0] - 1) // strides[0] + 1
-    ow = (in_hw[1] + pl + pr - (k_hw[1] - 1) * dilation[1] - 1) // strides[1] + 1
-    return oh, ow
