@@ -193,9 +193,12 @@ def _fetch_runtime(root: Path) -> None:
 
 # ------------------------------------------------------------------------------ the runner
 def source_dir() -> Path:
-    """accelc's source tree (CMakeLists.txt, runner/, cmake/): ``$ACCELC_SOURCE_DIR`` or the
-    checkout this package was imported from."""
-    root = Path(os.environ.get("ACCELC_SOURCE_DIR") or Path(__file__).resolve().parents[1])
+    """accelc's native sources (CMakeLists.txt, runner/, cmake/): ``$ACCELC_SOURCE_DIR``, the
+    copy a wheel installs as ``accelc/_native_src``, or the checkout this package was imported
+    from (editable install)."""
+    shipped = Path(__file__).resolve().parent / "_native_src"
+    default = shipped if shipped.is_dir() else Path(__file__).resolve().parents[1]
+    root = Path(os.environ.get("ACCELC_SOURCE_DIR") or default)
     if not (root / "runner" / "accelc_run.cc").is_file() or not (root / "cmake" / f"{TRIPLE}.cmake").is_file():
         raise AccelcError(
             f"the aarch64 runner is built from accelc's sources, which are not at {root}: "

@@ -39,8 +39,9 @@ class PipelineOptions:
     time_passes: bool = False
     graph_passes: tuple = ()  # extra Relax passes for phase 2 (quantize, sparse, ...)
     fusion_passes: tuple = ()  # extra Relax passes for phase 3
-    sparse: float | None = None  # SparseRewrite threshold in [0, 1]; None: dense only
+    sparse: float | str | None = None  # SparseRewrite threshold in [0, 1] or "auto"; None: dense only
     tuning_records: object = None  # accelc.tuning.TuningRecords: tuned kernels for phase 4
+    disabled_passes: tuple[str, ...] = ()  # --disabled-pass: pass names to skip (TVMC's flag)
 
 
 @dataclass
@@ -49,10 +50,11 @@ class PipelineReport:
 
     phase_seconds: dict[str, float] = field(default_factory=dict)
     pass_timing: str = ""
+    kernel_launches: int = 0  # kernel calls per inference in the lowered main (after phase 4)
 
     def format(self) -> str:
         lines = [f"  {name:<24s}{secs * 1000:10.1f} ms" for name, secs in self.phase_seconds.items()]
-        text = "phase timing:\n" + "\n".join(lines)
+        text = f"kernel launches per run: {self.kernel_launches}\nphase timing:\n" + "\n".join(lines)
         if self.pass_timing:
             text += "\npass timing (nested passes indented):\n" + self.pass_timing
         return text
@@ -200,9 +202,43 @@ def _internal_errors(phase: str):
         ) from exc
 
 
+def pass_names(opts: PipelineOptions, backend, target) -> list[str]:
+    """Names of the passes phases 1-4 run for these options (what ``--disabled-pass`` takes)."""
+    return [p.info.name for _, passes in phases(opts, backend, target) for p in passes]
+
+
+def kernel_launches(mod: tvm.IRModule) -> int:
+    """Calls of TIR kernels in the module's Relax functions: kernels launched per inference
+    (a call inside a loop or branch counts once)."""
+    prims = {gv for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    count = 0
+
+    def visit(expr):
+        nonlocal count
+        if isinstance(expr, relax.Call):
+            op = expr.op
+            if isinstance(op, tvm.ir.GlobalVar) and op in prims:
+                count += 1
+            elif op.same_as(tvm.ir.Op.get("relax.call_tir")) and expr.args[0] in prims:
+                count += 1
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return count
+
+
 def run(mod: tvm.IRModule, backend, target, opts: PipelineOptions):
     """Compile ``mod`` for ``target``; return (VM executable, report)."""
     report = PipelineReport()
+    if opts.disabled_passes:
+        known = set(pass_names(opts, backend, target))
+        unknown = [name for name in opts.disabled_passes if name not in known]
+        if unknown:
+            raise AccelcError(
+                f"--disabled-pass: no pass named {', '.join(unknown)} at O{opts.opt_level} "
+                f"(passes: {', '.join(sorted(known))})"
+            )
     instruments = []
     if opts.dump_ir:
         Path(opts.dump_ir).mkdir(parents=True, exist_ok=True)
@@ -211,7 +247,10 @@ def run(mod: tvm.IRModule, backend, target, opts: PipelineOptions):
     if timing is not None:
         instruments.append(timing)
 
-    with target, tvm.transform.PassContext(opt_level=opts.opt_level, instruments=instruments):
+    ctx = tvm.transform.PassContext(
+        opt_level=opts.opt_level, instruments=instruments, disabled_pass=list(opts.disabled_passes)
+    )
+    with target, ctx:
         for name, passes in phases(opts, backend, target):
             start = time.perf_counter()
             if passes:
@@ -220,6 +259,7 @@ def run(mod: tvm.IRModule, backend, target, opts: PipelineOptions):
             report.phase_seconds[name] = time.perf_counter() - start
         if timing is not None:
             report.pass_timing = timing.render()
+        report.kernel_launches = kernel_launches(mod)
         start = time.perf_counter()
         with _internal_errors("5_build"):
             executable = relax.build(mod, target, relax_pipeline=None)

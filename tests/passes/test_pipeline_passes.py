@@ -56,3 +56,48 @@ def test_cli_sparse_bad_threshold_exits_2(capsys, tmp_path):
     onnx.save(_sparse_mlp(), str(path))
     assert main(["compile", str(path), "--sparse", "1.5", "-o", str(tmp_path / "m.so")]) == 2
     assert "threshold" in capsys.readouterr().err
+
+
+def _conv_bn_relu():
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype("float32"), "w"),
+        numpy_helper.from_array(rng.random(8).astype("float32") + 0.5, "gamma"),
+        numpy_helper.from_array(rng.standard_normal(8).astype("float32"), "beta"),
+        numpy_helper.from_array(rng.standard_normal(8).astype("float32"), "mean"),
+        numpy_helper.from_array(rng.random(8).astype("float32") + 0.5, "var"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["b"]),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "cbr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_disabled_passes_change_kernels_not_results():
+    """--disabled-pass switches passes off by name (TVMC's flag); the kernel count tells what
+    fusion bought: without FuseOps/FuseTIR every op is its own kernel."""
+    model = _conv_bn_relu()
+    x = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype("float32")
+    ref = _ort(model, {"x": x})
+    full = accelc.compile(model)
+    unfused = accelc.compile(model, disabled_passes=("FuseOps", "FuseTIR"))
+    no_bn_fold = accelc.compile(model, disabled_passes=("FoldBatchNorm",))
+    for cm in (full, unfused, no_bn_fold):
+        np.testing.assert_allclose(cm.run({"x": x})["y"], ref, rtol=1e-4, atol=1e-4)
+    assert full.report.kernel_launches < unfused.report.kernel_launches
+    assert full.report.kernel_launches <= no_bn_fold.report.kernel_launches
+
+
+def test_unknown_disabled_pass_is_a_user_error(capsys, tmp_path):
+    from accelc.cli import main
+
+    with pytest.raises(AccelcError, match="no pass named NoSuchPass"):
+        accelc.compile(_conv_bn_relu(), disabled_passes=("NoSuchPass",))
+    onnx.save(_conv_bn_relu(), tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.so"), "--disabled-pass", "Nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no pass named Nope" in err
