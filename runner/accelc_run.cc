@@ -643,6 +643,7 @@ struct TensorSpec {
 struct Signature {
   std::string raw;
   std::string target_kind;  // "llvm", "cuda", ... (empty if the signature has none)
+  std::string target_name;  // accelc's --target: "llvm", "arm", "cuda", "vta", ...
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
 };
@@ -796,6 +797,9 @@ Signature ReadSignature(const std::string& path, bool* loadable, std::string* lo
   }
   sig.inputs = ParseSpecs(root, "inputs");
   sig.outputs = ParseSpecs(root, "outputs");
+  if (const Json* name = root.Get("target_name")) {
+    if (name->kind == Json::kString) sig.target_name = name->str;
+  }
   if (const Json* target = root.Get("target")) {
     if (const Json* kind = target->Get("kind")) {
       if (kind->kind == Json::kString) sig.target_kind = kind->str;
@@ -1138,6 +1142,11 @@ int Run(int argc, char** argv) {
     return 0;
   }
   if (!loadable) throw UsageError("cannot load artifact " + opt.artifact + ": " + load_error);
+  if (sig.target_name == "vta") {  // its layers call accelc.vta.run_layer, which lives in Python
+    throw UsageError("artifact " + opt.artifact + " targets 'vta': its offloaded layers run on " +
+                     "accelc's VTA simulator, which only accelc itself provides; run it with " +
+                     "`accelc run` (or accelc.load in Python)");
+  }
   const std::string device_name =
       !opt.device.empty() ? opt.device : (sig.target_kind == "cuda" ? "cuda" : "cpu");
   if (device_name == "cuda" && sig.target_kind != "cuda") {

@@ -28,6 +28,11 @@ class TargetBackend:
         """The ``tvm.target.Target`` for these user options (e.g. mcpu, num-cores)."""
         raise NotImplementedError
 
+    def with_options(self, options: dict | None) -> "TargetBackend":
+        """The backend configured by the ``target_options`` keys it reads itself rather than
+        passing to the TVM target (vta: ``vta-skip-layers``); ``make`` ignores those keys."""
+        return self
+
     def export_compiler(self, target) -> Callable | None:
         """``fcompile`` for ``export_library``; None means the host C++ compiler."""
         return None
@@ -49,6 +54,38 @@ class TargetBackend:
 
     def check_tuning(self, rpc_tracker: str | None) -> None:
         """Raise TargetError if tuning could not measure this target (e.g. only emulated)."""
+
+    # Compile and run hooks for targets that offload layers (vta: targets/vta/backend.py).
+    def requantize_mode(self, quantize: str | None, requantize: str | None) -> str:
+        """The ``--requantize`` mode int8 is realized with (``requantize`` None: the target's
+        choice); raise TargetError when the target cannot compile this request (vta: needs
+        ``--quantize int8`` and ``shift``)."""
+        return requantize or "fixedpoint"
+
+    def with_tuning_records(self, path, target) -> tuple["TargetBackend", object]:
+        """``(backend, records)`` for ``--tuning-records PATH``: records (tuned TIR kernels,
+        ``accelc.tuning.load_records``) go to phase 4; a target that tunes something else
+        returns itself configured with them and None."""
+        from accelc.tuning import load_records
+
+        return self, load_records(path, target)
+
+    def load_runtime(self) -> None:
+        """Make what this target's artifacts call at run time available in this process
+        (e.g. register packed functions); called before a VM loads one."""
+
+    def compile_summary(self, vm) -> list[str]:
+        """Lines ``accelc compile`` prints about a compiled model (``vm``: its Relax VM)."""
+        return []
+
+    def tune_command(self, args):
+        """``accelc tune`` for a target that tunes something other than TIR kernels (vta: tile
+        plans); None means accelc's MetaSchedule tuner runs."""
+        return None
+
+    def profile(self, vm, args, force_serial: bool = False) -> str:
+        """``accelc run --profile``: run ``vm["main"](*args)`` once and report per layer."""
+        raise TargetError(f"--profile: target {self.name!r} has no per-layer profile (use --target vta)")
 
     # Pipeline hooks, in pipeline order (accelc/pipeline.py calls them).
     def fusion_passes(self, target) -> list:
@@ -107,3 +144,4 @@ def _load_builtin() -> None:
     from . import llvm  # noqa: F401  (registers itself)
     from . import arm  # noqa: F401  (registers itself)
     from . import cuda  # noqa: F401  (registers itself)
+    from .vta import backend  # noqa: F401  (registers itself)
