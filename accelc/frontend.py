@@ -94,8 +94,10 @@ def iter_nodes(graph: onnx.GraphProto):
 
 def unsupported_ops(model) -> dict[str, list[str]]:
     """Map each unsupported op type in ``model`` to the names of the nodes using it."""
+    from .quantize.onnx_import import QOPERATOR_OPS  # rewritten into QDQ before the import
+
     proto = load_onnx(model)
-    supported = supported_op_types()
+    supported = supported_op_types() | QOPERATOR_OPS
     found: dict[str, list[str]] = {}
     for i, node in enumerate(iter_nodes(proto.graph)):
         if node.op_type not in supported:
@@ -200,7 +202,10 @@ def model_sha256(proto: onnx.ModelProto) -> str:
 
 def import_onnx(model, input_shapes: dict | None = None) -> ImportedModel:
     """Check ``model`` and import it into a Relax IRModule with static input shapes."""
-    proto = load_onnx(model)
+    original = proto = load_onnx(model)
+    from .quantize.onnx_import import convert_prequantized
+
+    proto, _ = convert_prequantized(proto)  # QOperator ops, uint8 QDQ -> int8 QDQ (exact)
     missing = unsupported_ops(proto)
     if missing:
         raise UnsupportedOpsError(missing)
@@ -226,7 +231,7 @@ def import_onnx(model, input_shapes: dict | None = None) -> ImportedModel:
 
     outputs = _output_specs(mod, proto)
     name = proto.graph.name or "model"
-    return ImportedModel(mod, inputs, outputs, name, model_sha256(proto))
+    return ImportedModel(mod, inputs, outputs, name, model_sha256(original))
 
 
 def _output_specs(mod, proto: onnx.ModelProto) -> tuple[TensorSpec, ...]:

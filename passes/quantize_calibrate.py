@@ -10,7 +10,12 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from accelc.quantize.config import QuantizeConfig
 
-from .quantize_common import DEQUANTIZE, QUANTIZE, is_op
+from .quantize_common import DEQUANTIZE, QUANTIZE, activation_points, is_op
+
+
+def _unsigned_from_zero(q: relax.Call) -> bool:
+    zero = q.args[2]
+    return str(q.attrs.out_dtype) == "uint8" and isinstance(zero, Constant) and int(zero.value.numpy()) == 0
 
 
 @mutator
@@ -65,7 +70,9 @@ class QuantizeCalibrate:
         stats = collect_statistics(mod, self.runs, cfg.num_bins, need_histogram=cfg.calib_method != "minmax")
         method = METHODS[cfg.calib_method]
         self.thresholds = [float(method(s, percentile=cfg.percentile)) for s in stats]
-        return [scale_from_threshold(t, cfg.power_of_two) for t in self.thresholds]
+        # A uint8 point with zero point 0 spans [0, T] with 255 steps, not 127.
+        levels = [255.0 if _unsigned_from_zero(q) else 127.0 for q in activation_points(mod["main"])]
+        return [scale_from_threshold(t * 127.0 / n, cfg.power_of_two) for t, n in zip(self.thresholds, levels)]
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         if self.given_scales is not None:

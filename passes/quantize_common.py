@@ -20,6 +20,7 @@ QUANTIZE = tvm.ir.Op.get("relax.quantize")
 DEQUANTIZE = tvm.ir.Op.get("relax.dequantize")
 CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 MATMUL = tvm.ir.Op.get("relax.matmul")
+ADD = tvm.ir.Op.get("relax.add")
 
 # Placeholder scale of an activation point between annotate and calibrate.
 PLACEHOLDER_SCALE = 1.0

@@ -31,6 +31,10 @@ from .quantize_common import (
 _op = tvm.ir.Op.get
 ADD, SUBTRACT, MULTIPLY, DIVIDE = (_op(f"relax.{n}") for n in ("add", "subtract", "multiply", "divide"))
 RELU = _op("relax.nn.relu")
+CONCAT = _op("relax.concat")
+# Fraction bits of an integer add's common scale (fixedpoint): the smaller input's multiplier
+# is exact to 2**-21 relative, and two 8-bit values times 2**20 still add up inside int32.
+ADD_FRACTION_BITS = 20
 # Ops that commute with a zero-point-0 int8 quantize q: q(op(x)) == op(q(x)).
 # relu: q(max(x, 0)) = max(q(x), 0); max_pool: q is monotone; the rest move data only.
 QUANTIZE_COMMUTES = tuple(
@@ -66,6 +70,8 @@ class _Realizer(PyExprMutator):
         call = super().visit_call_(call)
         if is_op(call, CONV2D) or is_op(call, MATMUL):
             result = self._compute(call)
+        elif is_op(call, ADD) and not any(isinstance(a, Constant) for a in call.args):
+            result = self._integer_add(call)
         elif any(is_op(call, op) for op in (ADD, SUBTRACT, MULTIPLY, DIVIDE)):
             result = self._affine(call)
         elif is_op(call, RELU):
@@ -92,7 +98,7 @@ class _Realizer(PyExprMutator):
     def _compute(self, call):
         """conv2d/matmul(dequantize(quantize(x, s_x)), dequantize(W_int8, s_w))
         -> conv2d/matmul(x_int8, W_int8, out_dtype=int32), scale s_x * s_w."""
-        x, s_x = self._activation_qdq(call.args[0])
+        x, s_x, z_x = self._activation_qdq(call.args[0])
         w = self._weight_dq(call.args[1], call.op)
         out_shape = static_shape(call)
         if x is None or w is None or out_shape is None or dtype_of(call) != "float32":
@@ -101,11 +107,18 @@ class _Realizer(PyExprMutator):
         if axis is None:
             return None
         w_int8, s_w = w
-        x_int8 = self._int8_of(x, s_x)
+        x_int8 = self._int8_of(x, s_x, z_x)
         if is_op(call, CONV2D):
             a = call.attrs
+            padding = [int(p) for p in a.padding]
+            if z_x and any(padding):  # float zeros pad as the zero point z_x: pad explicitly
+                top, left, bottom, right = padding
+                x_int8 = self.builder_.emit(
+                    relax.op.nn.pad(x_int8, [0, 0, 0, 0, top, bottom, left, right], pad_value=z_x), name_hint="x_pad"
+                )
+                padding = [0, 0, 0, 0]
             value = relax.op.nn.conv2d(
-                x_int8, w_int8, strides=a.strides, padding=a.padding, dilation=a.dilation, groups=a.groups,
+                x_int8, w_int8, strides=a.strides, padding=padding, dilation=a.dilation, groups=a.groups,
                 data_layout=a.data_layout, kernel_layout=a.kernel_layout, out_layout=a.out_layout, out_dtype="int32",
             )
             self.rewrites["conv2d"] += 1
@@ -114,7 +127,16 @@ class _Realizer(PyExprMutator):
             self.rewrites["matmul"] += 1
         acc = self.builder_.emit(value, name_hint="acc")
         scale = s_x * np.broadcast_to(s_w, (out_shape[axis],))
-        return self._float_view(_Int32(acc, scale, axis, len(out_shape), acc, np.zeros_like(scale)))
+        if not z_x:
+            return self._float_view(_Int32(acc, scale, axis, len(out_shape), acc, np.zeros_like(scale)))
+        # (x - z) * W == x * W - z * sum(W): a per-channel integer, kept as the bias offset.
+        w = w_int8.value.numpy().astype(np.int64)
+        offset = -z_x * (w.reshape(w.shape[0], -1).sum(axis=1) if is_op(call, CONV2D) else w.sum(axis=0))
+        corrected = self.builder_.emit(
+            relax.op.add(acc, broadcast_const(offset.astype(np.int32), len(out_shape), axis, "int32")), name_hint="acc"
+        )
+        self.rewrites["zero_point"] += 1
+        return self._float_view(_Int32(corrected, scale, axis, len(out_shape), acc, offset.astype(np.float64)))
 
     def _affine(self, call):
         """Per-channel constants on an int32 value: x + c -> acc + round(c / scale) (the bias in
@@ -146,6 +168,32 @@ class _Realizer(PyExprMutator):
         self.rewrites["rescale"] += 1
         return self._float_view(_Int32(info.acc, scale, info.axis, info.ndim, info.base, info.offset))
 
+    def _integer_add(self, call):
+        """dq(q(a, s_a, z_a)) + dq(q(b, s_b, z_b)) -> (a - z_a) * M_a + (b - z_b) * M_b in int32,
+        standing for the sum at a common scale s_c; consumers requantize it to their own scale.
+        fixedpoint: s_c = max(s_a, s_b) * 2**-20, M = round(s / s_c) <= 2**20 (the sum of two
+        8-bit values stays under 2**29); shift: s_c = min(s_a, s_b), M = 2**k, a left shift."""
+        shape = static_shape(call)
+        inputs = [self._activation_qdq(a) for a in call.args]
+        if shape is None or not shape or any(static_shape(a) != shape for a in call.args):
+            return None
+        if any(x is None for x, _, _ in inputs) or dtype_of(call) != "float32":
+            return None
+        scales = [s for _, s, _ in inputs]
+        common = min(scales) if self.power_of_two else max(scales) * 2.0**-ADD_FRACTION_BITS
+        multipliers = [int(round(s / common)) for s in scales]
+        if max(multipliers) > 2**ADD_FRACTION_BITS or not all(self._rescalable(s / common) for s in scales):
+            return None  # shift mode: scales too far apart for int32, or not powers of two
+        terms = []
+        for (x, s, z), m in zip(inputs, multipliers):
+            held = self._held_int8(x, s, z, shape).acc
+            terms.append(held if m == 1 else self.builder_.emit(relax.op.multiply(held, relax.const(m, "int32"))))
+        acc = self.builder_.emit(relax.op.add(*terms), name_hint="acc")
+        axis = 1 if len(shape) > 1 else 0
+        scale = np.full(shape[axis], common)
+        self.rewrites["add"] += 1
+        return self._float_view(_Int32(acc, scale, axis, len(shape), acc, np.zeros_like(scale)))
+
     def _relu(self, call):
         info = self._int_of(call.args[0])
         if info is None or np.any(info.scale <= 0):  # relu(acc * s) == relu(acc) * s needs s > 0
@@ -155,28 +203,63 @@ class _Realizer(PyExprMutator):
         return self._float_view(_Int32(acc, info.scale, info.axis, info.ndim, acc, np.zeros_like(info.scale)))
 
     # -- into int8 -------------------------------------------------------------------------
-    def _int8_of(self, x, scale: float):
-        """x quantized to int8 with ``scale``: requantized from int32 when x is an integer
-        value, pushed through ops that commute with quantize, else quantized from float."""
-        key = (x, scale)
+    def _int8_of(self, x, scale: float, zero: int = 0):
+        """x quantized to int8 with ``scale`` and zero point ``zero``: requantized from int32
+        when x is an integer value, pushed through ops that commute with quantize, taken from
+        an equal quantize when x is its dequantize (q(dq(q(y))) == q(y)), else quantized from
+        float."""
+        key = (x, scale, zero)
         if key in self._int8:
             return self._int8[key]
         info = self._int_of(x)
         value = self.lookup_binding(x) if isinstance(x, relax.Var) else None
+        inner_x, inner_s, inner_z = self._activation_qdq(x)
+        commutes = [op for op in QUANTIZE_COMMUTES if zero == 0 or not op.same_as(RELU)]  # q(relu) needs z == 0
         if info is not None:
-            result = self._requantize(info, scale)
-        elif any(is_op(value, op) for op in QUANTIZE_COMMUTES) and dtype_of(value.args[0]) == "float32":
-            inner = self._int8_of(value.args[0], scale)
+            result = self._requantize(info, scale, zero)
+        elif inner_x is not None and (inner_s, inner_z) == (scale, zero):
+            result = self._int8_of(inner_x, scale, zero)
+        elif inner_x is not None and self._rescalable(inner_s / scale) and static_shape(x):
+            result = self._requantize(self._held_int8(inner_x, inner_s, inner_z, static_shape(x)), scale, zero)
+            self.rewrites["rescale_int8"] += 1
+        elif any(is_op(value, op) for op in commutes) and dtype_of(value.args[0]) == "float32":
+            inner = self._int8_of(value.args[0], scale, zero)
             result = self.builder_.emit(relax.Call(value.op, [inner, *value.args[1:]], value.attrs, value.ty_args))
+        elif is_op(value, CONCAT) and self._fields(value.args[0]):
+            # q(concat(x_i), s) == concat(q(x_i, s)): each input requantized to the common scale.
+            parts = [self._int8_of(f, scale, zero) for f in self._fields(value.args[0])]
+            result = self.builder_.emit(relax.op.concat(parts, axis=int(value.attrs.axis)), name_hint="concat")
+            self.rewrites["concat"] += 1
         else:
-            q = relax.op.quantize(x, relax.const(np.float32(scale)), relax.const(0, "int8"), out_dtype="int8")
+            q = relax.op.quantize(x, relax.const(np.float32(scale)), relax.const(zero, "int8"), out_dtype="int8")
             result = self.builder_.emit(q, name_hint="x_int8")
             self.rewrites["quantize"] += 1
         self._int8[key] = result
         return result
 
-    def _requantize(self, info: _Int32, scale: float):
-        """int32 acc -> int8: clip((acc * M0 + 2**(n-1)) >> n, -128, 127) in int64."""
+    def _rescalable(self, ratio: float) -> bool:
+        """Shift mode rescales only by powers of two; fixedpoint by any ratio."""
+        return not self.power_of_two or float(np.exp2(np.round(np.log2(ratio)))) == ratio
+
+    def _fields(self, expr) -> list | None:
+        """The float32 tensors of a concat's tuple argument, or None."""
+        tup = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        if not isinstance(tup, relax.Tuple) or not all(dtype_of(f) == "float32" for f in tup.fields):
+            return None
+        return list(tup.fields)
+
+    def _held_int8(self, x, scale: float, zero: int, shape) -> _Int32:
+        """The int8 quantization of x at (scale, zero), widened to int32 with the zero point
+        taken off: an integer value at ``scale`` that can be requantized to another scale."""
+        held = relax.op.astype(self._int8_of(x, scale, zero), "int32")
+        if zero:
+            held = relax.op.subtract(held, relax.const(zero, "int32"))
+        held = self.builder_.emit(held, name_hint="held")
+        axis = 1 if len(shape) > 1 else 0
+        return _Int32(held, np.full(shape[axis], scale), axis, len(shape), held, np.zeros(shape[axis]))
+
+    def _requantize(self, info: _Int32, scale: float, zero: int = 0):
+        """int32 acc -> int8: clip(((acc * M0 + 2**(n-1)) >> n) + zero, -128, 127) in int64."""
         m0, shift = multiplier_and_shift(info.scale / np.float64(np.float32(scale)), self.power_of_two)
         value = self.builder_.emit(relax.op.astype(info.acc, "int64"), name_hint="acc_i64")
         if np.any(m0 != 1):
@@ -184,25 +267,30 @@ class _Realizer(PyExprMutator):
         if np.any(shift > 0):
             value = relax.op.add(value, broadcast_const(rounding_half(shift), info.ndim, info.axis, "int64"))
             value = relax.op.right_shift(value, broadcast_const(shift, info.ndim, info.axis, "int64"))
+        if zero:
+            value = relax.op.add(value, relax.const(zero, "int64"))
         value = relax.op.astype(relax.op.clip(value, -128, 127), "int8")
         self.rewrites["requantize"] += 1
         return self.builder_.emit(value, name_hint="requant")
 
     # -- matching the annotated form -------------------------------------------------------
     def _activation_qdq(self, expr):
-        """(x, s) for dequantize(quantize(x, s, 0, int8), s, 0), else (None, None)."""
+        """(x, s, z) for dequantize(quantize(x, s, z, int8), s, z), else (None, None, None).
+        z (a scalar zero point) is 0 for accelc's own annotation; imported models may have any."""
         dq = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
         if not is_op(dq, DEQUANTIZE) or not isinstance(dq.args[0], relax.Var):
-            return None, None
+            return None, None, None
         q = self.lookup_binding(dq.args[0])
-        if not is_op(q, QUANTIZE) or isinstance(q.args[0], Constant) or str(q.attrs.out_dtype) != "int8":
-            return None, None
+        if not is_op(q, QUANTIZE) or isinstance(q.args[0], Constant) or str(q.attrs.out_dtype) not in ("int8", "uint8"):
+            return None, None, None
         s, zq, s_dq, zdq = (const_value(a) for a in (q.args[1], q.args[2], dq.args[1], dq.args[2]))
-        if any(v is None for v in (s, zq, s_dq, zdq)) or s.size != 1 or np.any(zq != 0) or np.any(zdq != 0):
-            return None, None
+        if any(v is None for v in (s, zq, s_dq, zdq)) or s.size != 1 or zq.size != 1 or not np.array_equal(zq, zdq):
+            return None, None, None
         if not np.array_equal(s, s_dq) or dtype_of(q.args[0]) != "float32":
-            return None, None
-        return q.args[0], float(s.reshape(()))
+            return None, None, None
+        # uint8 u with zero point z is the int8 u - 128 with zero point z - 128: same integers.
+        offset = 128 if str(q.attrs.out_dtype) == "uint8" else 0
+        return q.args[0], float(s.reshape(())), int(zq.reshape(())) - offset
 
     def _weight_dq(self, expr, op):
         """(W_int8 constant, scale vector or scalar) for dequantize(W_int8, s_w, 0, axis)."""
@@ -227,6 +315,10 @@ class QuantizeRealize:
         + per-channel constant           -> int32 bias add (round(c / scale))
         * or / per-channel constant      -> folded into the scale (fixedpoint mode)
         relu on int32                    -> int32 relu
+        dq(q(a)) + dq(q(b))              -> int32 add at a common scale (integer multipliers
+                                            or left shifts); consumers requantize the sum
+        q(concat(x_i), s)                -> concat of each x_i requantized to s, in int8
+        q(dq(q(x, s1)), s2)              -> int8 rescaled from s1 to s2 in integers
         q(int32 value) feeding int8 op   -> requantize: fixed-point multiplier + rounding
                                             right shift (or shift only), saturating to int8
         q(relu / max_pool / reshape ...) -> the op runs on int8 (they commute with q)
@@ -235,8 +327,9 @@ class QuantizeRealize:
     nobody reads are removed by DeadCodeElimination at the end, so the integer chain only
     leaves int32 where a float consumer (or the output) needs it.
 
-    Precondition: QuantizeAnnotate and QuantizeCalibrate ran (or an imported QDQ model with
-    symmetric int8). Invariant: unmatched QDQ stays, and still compiles as float math.
+    Precondition: QuantizeAnnotate and QuantizeCalibrate ran (or an imported QDQ model:
+    int8 activations with any scalar zero point z, whose conv padding becomes an explicit
+    pad with z and whose ``-z * sum(W)`` joins the int32 bias). Invariant: unmatched QDQ stays, and still compiles as float math.
     Position: phase 2, last quantize pass. ``rewrites`` counts each rule after the run.
     """
 

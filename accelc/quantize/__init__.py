@@ -8,10 +8,11 @@ and the fixed-point arithmetic.
 
 from __future__ import annotations
 
-from .config import CALIB_METHODS, QUANTIZE_MODES, REQUANTIZE_MODES, QuantizeConfig
+from .config import ACTIVATION_DTYPES, CALIB_METHODS, QUANTIZE_MODES, REQUANTIZE_MODES, QuantizeConfig
 from .data import CalibrationError, calibration_runs
 
 __all__ = [
+    "ACTIVATION_DTYPES",
     "CALIB_METHODS",
     "QUANTIZE_MODES",
     "REQUANTIZE_MODES",
