@@ -145,7 +145,9 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
             )
         )
         self._count("dense_packed")
-        if len(dshape) == 2:
+        if len(dshape) == 2 or sum(d != 1 for d in dshape[:-1]) <= 1:
+            # (1, rows, K) as is: no reshape between the kernel and its epilogue, so FuseOps
+            # fuses bias/GELU/residual into the dense (unit axes fuse into one row loop).
             return self.builder_.call_te(
                 compute.dense_packed, data, packed, n, "float32", primfunc_name_hint="dense_packed"
             )

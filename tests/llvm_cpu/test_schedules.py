@@ -100,7 +100,9 @@ def test_conv2d_bias_relu(c, o, h, w, k, s, p, g, residual):
     _check(vm, [x, res] if residual else [x], np.maximum(ref, 0))
     lanes = cpu.config_from_target(TARGET).vector_lanes
     narrow = k == 1 and s == 1 and p == 0 and 1 < g < c and ((c // g) % lanes or (o // g) % lanes)
-    assert sched.fired.get("Conv2d1x1NCHW" if narrow else "Conv2dNCHWc") == 1, sched.fired
+    depthwise = g == c == o
+    expected = "Conv2d1x1NCHW" if narrow else "DepthwiseConv2dNCHWc" if depthwise else "Conv2dNCHWc"
+    assert sched.fired.get(expected) == 1, sched.fired
     assert not sched.failed and not unscheduled, (sched.failed, unscheduled)
 
 
