@@ -6,9 +6,12 @@ yet scheduled. Each unscheduled PrimFunc whose workload hash has a successful tr
 target is replaced by that trial's trace replayed on it, marked ``tirx.is_scheduled`` (so
 the default schedules skip it) and ``accelc.schedule_rule = "tuned"``. A record is used
 only if it measured faster than the kernel's default schedule (the log's baseline line):
-records never make a model slower than compiling without them. Everything else is left
-unchanged, and ``TuningRecords.applied`` says which kernels were tuned and why the others
-fell back to defaults. Invariant: function names, signatures and the Relax graph are kept.
+records never make a model slower than compiling without them. A template kernel
+(``accelc.llvm_cpu.*``) without a record of its own takes the knob setting of the nearest
+tuned kernel of the same op (``transfer.py``; only settings that beat their own kernel's
+default, within ``MAX_TRANSFER_DISTANCE``), marked ``accelc.schedule_rule = "transferred"``.
+Everything else is left unchanged, and ``TuningRecords.applied`` says which kernels were
+tuned, which transferred, and why the others fell back to defaults. Invariant: function names, signatures and the Relax graph are kept.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from accelc.errors import AccelcError
 
 from .records import TuningLog, WorkloadRecords, index_by_workload, target_json, target_key
 from .tasks import as_tune_module, workload_key
+
+# Sum over parameter dimensions of |log2(a/b)|: e.g. one conv at half the resolution (input
+# and output H, W: 4) with twice the channels (weight and output: 3-4). Farther shapes keep
+# their default schedule: a tile setting is evidence only for shapes like its own.
+MAX_TRANSFER_DISTANCE = 12.0
 
 
 def replay(func, trace_json):
@@ -39,12 +47,16 @@ class ApplyReport:
     """Per kernel (function name): tuned with which latency, or why defaults were kept."""
 
     tuned: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # (tuned s, baseline s)
+    transferred: dict[str, tuple[str, float]] = field(default_factory=dict)  # (source kernel, distance)
     fallback: dict[str, str] = field(default_factory=dict)
 
     def summary(self, source: str = "") -> list[str]:
-        total = len(self.tuned) + len(self.fallback)
+        total = len(self.tuned) + len(self.transferred) + len(self.fallback)
         src = f" from {source}" if source else ""
-        lines = [f"tuning records{src}: {len(self.tuned)} of {total} kernel(s) tuned"]
+        moved = f", {len(self.transferred)} transferred from similar kernels" if self.transferred else ""
+        lines = [f"tuning records{src}: {len(self.tuned)} of {total} kernel(s) tuned{moved}"]
+        for name, (donor, distance) in self.transferred.items():
+            lines.append(f"  transferred: {name} <- knobs of {donor} (shape distance {distance:.1f})")
         if self.fallback:
             reasons: dict[str, list[str]] = {}
             for name, why in self.fallback.items():
@@ -65,6 +77,16 @@ class TuningRecords:
         self.source = source
         self.skipped = skipped
         self.applied: ApplyReport | None = None  # filled by the pass, last run
+        self.transfer = True  # kernels without a record may take a similar kernel's knobs
+        self._settings = None
+
+    def transfer_settings(self) -> dict:
+        """Per op, the winning knob settings of this log (``transfer.settings_from``)."""
+        if self._settings is None:
+            from .transfer import settings_from
+
+            self._settings = settings_from(self.by_workload, require_win=True)
+        return self._settings
 
     @classmethod
     def empty(cls, target) -> "TuningRecords":
@@ -124,6 +146,11 @@ class ApplyTuningRecords:  # pylint: disable=too-few-public-methods
                 continue
             name = g_var.name_hint
             entry = self.records.by_workload.get(workload_key(func))
+            if entry is None and self.records.transfer:
+                moved = self._transferred(func)
+                if moved is not None:
+                    updates[g_var], report.transferred[name] = moved
+                    continue
             if entry is None or entry.best is None:
                 report.fallback[name] = "no record" if entry is None or not entry.trials else "no successful trial"
                 continue
@@ -136,8 +163,12 @@ class ApplyTuningRecords:  # pylint: disable=too-few-public-methods
             except Exception as exc:  # noqa: BLE001  (a stale or foreign trace: keep defaults)
                 report.fallback[name] = f"record does not replay: {type(exc).__name__}"
                 continue
+            from accelc.passes.sparse_kernels import realize_bsr
+
+            tuned = sch.mod["main"]
+            tuned = realize_bsr(tuned) or tuned  # a BSR record is a tile choice: emit that kernel
             updates[g_var] = (
-                sch.mod["main"]
+                tuned
                 .without_attr("global_symbol")
                 .with_attr("tirx.is_scheduled", True)
                 .with_attr("accelc.schedule_rule", "tuned")
@@ -147,6 +178,28 @@ class ApplyTuningRecords:  # pylint: disable=too-few-public-methods
             mod[g_var] = func
         self.records.applied = report
         return mod
+
+    def _transferred(self, func):
+        """``(scheduled func, (donor kernel, distance))`` from the nearest tuned kernel of the
+        same op, or None (no such kernel near enough, or its setting does not apply)."""
+        from tvm.target import Target
+
+        from .transfer import apply_setting, kernel_op, kernel_shapes, nearest
+
+        settings = self.records.transfer_settings()
+        op = kernel_op(func) if settings else None
+        if op is None or op not in settings:
+            return None
+        target = self.target or Target.current(allow_none=True)
+        for distance, setting in nearest(settings, op, kernel_shapes(func), k=3):
+            if distance > MAX_TRANSFER_DISTANCE or target is None:
+                return None
+            sch = apply_setting(func, setting, target)
+            if sch is not None:
+                scheduled = (sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True)
+                             .with_attr("accelc.schedule_rule", "transferred"))
+                return scheduled, (setting.task, distance)
+        return None
 
 
 def _is_scheduled(func) -> bool:

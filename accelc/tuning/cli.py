@@ -44,10 +44,15 @@ def add_tune_parser(sub) -> None:
     p.add_argument("-O", "--opt-level", type=int, default=3, choices=range(4), metavar="{0,1,2,3}",
                    help="the opt level you will compile with (kernels differ per level)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...")
+    p.add_argument("--sparse", nargs="?", type=_sparsity_threshold, const="auto", default=None, metavar="THRESHOLD",
+                   help="tune the block-sparse kernels too, as `compile --sparse THRESHOLD` makes them "
+                        "(default auto); compile with the same --sparse to use the records")
     p.add_argument("--target", default="llvm", help="target name (default: llvm, the host CPU)")
     p.add_argument("--mcpu", help="LLVM CPU name (default: detected host CPU)")
     p.add_argument("--num-cores", type=int, help="threads the kernels use (default: host cores)")
     p.add_argument("--mattr", help="comma-separated LLVM features, e.g. +avx2,+fma")
+    p.add_argument("--calib", metavar="DATA", help="--target vta: calibration data, as for compile --quantize int8")
+    p.add_argument("--calib-method", default="entropy", help="--target vta: as for compile (default entropy)")
     g = p.add_argument_group("search and measurement")
     g.add_argument("--batch", type=int, default=16, help="trials per search round (default 16)")
     g.add_argument("--workers", type=int, help="build processes (default: host cores)")
@@ -57,14 +62,31 @@ def add_tune_parser(sub) -> None:
     g.add_argument("--min-repeat-ms", type=int, default=20, help="minimum length of one repeat (default 20)")
     g.add_argument("--timeout", type=float, default=30.0, help="seconds one trial may run (default 30)")
     g.add_argument("--progress", choices=("auto", "live", "lines", "quiet"), default="auto")
+    g.add_argument("--space", choices=("accelc", "stock"), default="accelc",
+                   help="design space: accelc (our templates' knobs, default) or stock (MetaSchedule's x86 rules)")
+    g.add_argument("--no-transfer", action="store_true",
+                   help="do not seed kernels from similar tuned kernels (this log and the shipped logs)")
+    g.add_argument("--transfer-from", action="append", default=[], metavar="LOG",
+                   help="also seed from the kernels of this log; repeatable")
     r = p.add_argument_group("remote measurement (TVM RPC tracker)")
     r.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on devices from this RPC tracker")
     r.add_argument("--rpc-key", metavar="KEY", help="device key registered at the tracker")
     r.add_argument("--rpc-parallel", type=int, metavar="N", help="devices to measure on at once (default: all)")
 
 
+def _sparsity_threshold(text: str):
+    from accelc.passes.sparse_rewrite import check_options
+
+    return check_options(text, None)[0]  # a bad value: one-line error, as for compile
+
+
 def run_tune(args):
     from accelc.frontend import parse_input_shapes
+    from accelc.targets import registry
+
+    backend = registry.get(args.target)
+    if type(backend).tune_command is not registry.TargetBackend.tune_command:
+        return backend.tune_command(args)  # e.g. vta: tile plans, not MetaSchedule
 
     from .progress import Progress, plot_curve
     from .tuner import TuneOptions, list_tasks, tune
@@ -73,7 +95,7 @@ def run_tune(args):
     shapes = parse_input_shapes(list(args.input_shape)) or None
     if args.list_tasks:
         mt = list_tasks(args.model, args.target, input_shapes=shapes, opt_level=args.opt_level,
-                        target_options=target_options)
+                        target_options=target_options, sparse=args.sparse)
         print(f"{len(mt.tasks)} kernel(s) of {mt.model_name} at O{args.opt_level} for {args.target}:")
         for t in mt.tasks:
             flops = f"{t.flops / 1e6:.2f} MFLOP" if t.flops else "-"
@@ -91,7 +113,8 @@ def run_tune(args):
         population=args.population, seed=args.seed,
         measure=MeasureConfig(repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, run_timeout_s=args.timeout),
         plot=args.plot, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc_parallel=args.rpc_parallel,
-        progress=args.progress,
+        progress=args.progress, space=args.space, transfer=not args.no_transfer,
+        transfer_logs=tuple(args.transfer_from), sparse=args.sparse,
     )
     progress = Progress(args.progress)
     result = tune(opts, progress)

@@ -10,6 +10,7 @@ structurally equal are one task; its weight is how many times the model calls th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from accelc.errors import AccelcError
 
@@ -45,10 +46,26 @@ class Task:
     weight: int  # calls per model run
     flops: float  # per call
     names: list[str] = field(default_factory=list)  # every function with this workload
+    # Parameter index -> the module's constant bound to it at the call (e.g. a BSR kernel's
+    # data / indices / indptr): measured with the real values, not random ones.
+    arrays: dict = field(default_factory=dict)
 
     @property
     def mod(self):
         return as_tune_module(self.func)
+
+    @cached_property
+    def op(self) -> str | None:
+        """The llvm_cpu template tag of the kernel (``accelc.llvm_cpu.*``), None for others."""
+        from .transfer import kernel_op
+
+        return kernel_op(self.func)
+
+    @cached_property
+    def shapes(self) -> list[list[int]]:
+        from .transfer import kernel_shapes
+
+        return kernel_shapes(self.func)
 
 
 @dataclass
@@ -62,9 +79,10 @@ class ModelTasks:
 
 
 def extract_tasks(model, target_name: str = "llvm", *, input_shapes=None, opt_level: int = 3,
-                  target_options: dict | None = None) -> ModelTasks:
+                  target_options: dict | None = None, sparse=None) -> ModelTasks:
     """Import ``model`` and run compile's pipeline up to the records pass; one task per
-    distinct kernel, in the order the model first calls them."""
+    distinct kernel, in the order the model first calls them. ``sparse``: compile's
+    ``--sparse`` threshold (BSR kernels become tasks too)."""
     import tvm
 
     from accelc.frontend import import_onnx
@@ -77,7 +95,7 @@ def extract_tasks(model, target_name: str = "llvm", *, input_shapes=None, opt_le
     target = backend.make(target_options)
     imported = import_onnx(model, input_shapes)
     # Empty records put the records pass into phase 4: its position is where tasks are taken.
-    opts = PipelineOptions(opt_level=opt_level, tuning_records=TuningRecords.empty(target))
+    opts = PipelineOptions(opt_level=opt_level, tuning_records=TuningRecords.empty(target), sparse=sparse)
     mod = imported.mod
     with target, tvm.transform.PassContext(opt_level=opt_level):
         for name, passes in phases(opts, backend, target):
@@ -99,6 +117,7 @@ def _tasks_of(mod) -> list[Task]:
 
     calls: dict[str, int] = {}
     order: list[str] = []
+    constants: dict[str, dict] = {}  # first call's constant arguments, by parameter index
     call_tir = tvm.ir.Op.get("relax.call_tir")
 
     def visit(expr):
@@ -108,6 +127,8 @@ def _tasks_of(mod) -> list[Task]:
                 name = callee.name_hint
                 if name not in calls:
                     order.append(name)
+                    args = expr.args[1].fields if isinstance(expr.args[1], relax.Tuple) else [expr.args[1]]
+                    constants[name] = {i: a.value.numpy() for i, a in enumerate(args) if isinstance(a, tvm.ir.expr.Constant)}
                 calls[name] = calls.get(name, 0) + 1
 
     for _, func in mod.functions_items():
@@ -123,6 +144,8 @@ def _tasks_of(mod) -> list[Task]:
         task = by_workload.get(key)
         if task is None:
             task = by_workload[key] = Task(len(by_workload), name, key, func, 0, _flops(func))
+            if func.attrs is not None and "accelc.bsr" in func.attrs:  # random indices: wrong work
+                task.arrays = constants.get(name, {})
         task.weight += calls[name]
         task.names.append(name)
     return list(by_workload.values())
@@ -133,6 +156,11 @@ def _is_scheduled(func) -> bool:
 
 
 def _flops(func) -> float:
+    if func.attrs is not None and "accelc.bsr" in func.attrs:  # the stored blocks' work, not the loop bounds
+        from accelc.passes.sparse_kernels import BsrSpec
+
+        spec = BsrSpec.from_attr(func.attrs["accelc.bsr"])
+        return 2.0 * spec.batch * spec.m * spec.nnzb * spec.bs_r * spec.bs_c
     try:
         from tvm.s_tir.analysis import estimate_tir_flops
 

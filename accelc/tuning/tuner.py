@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from accelc.errors import AccelcError
 
@@ -41,6 +42,8 @@ from .intrinsics import filtered_stderr
 from .tasks import ModelTasks, Task, default_schedule, extract_tasks, schedule_key, select_tasks
 
 COST_MODELS = ("xgb", "random")
+SPACES = ("accelc", "stock")
+TRANSFER_SEEDS = 3  # knob settings of the nearest tuned kernels measured first
 DEFAULT_TRIALS_PER_TASK = 32
 _REPLAY_ON_RESUME = 256  # logged trials per task fed back to the search and the cost model
 
@@ -69,6 +72,10 @@ class TuneOptions:
     rpc_key: str | None = None
     rpc_parallel: int | None = None
     progress: str = "auto"  # auto | live | lines | quiet
+    space: str = "accelc"  # accelc: our templates' knobs (search_space.py); stock: MetaSchedule's rules
+    transfer: bool = True  # seed kernels without trials from similar tuned kernels (transfer.py)
+    transfer_logs: tuple = ()  # more logs to seed from (besides this log and the shipped ones)
+    sparse: float | str | None = None  # compile's --sparse threshold: BSR kernels are tasks too
 
 
 @dataclass
@@ -228,6 +235,12 @@ def args_info_of(func) -> list:
     return [([int(d) for d in info.shape], str(info.dtype)) for info in ArgInfo.from_prim_func(func)]
 
 
+def measure_args(task: Task) -> list:
+    """What a trial of ``task`` runs on: ``args_info_of``, with the module's own constants
+    (``Task.arrays``: a BSR kernel's sparsity pattern) in place of random inputs."""
+    return [task.arrays.get(i, info) for i, info in enumerate(args_info_of(task.func))]
+
+
 # --------------------------------------------------------------------------------- session
 class Session:
     """One ``accelc tune`` run (see the module docstring for its steps)."""
@@ -239,6 +252,8 @@ class Session:
             raise AccelcError(f"--trials must be >= 0, got {opts.trials}")
         if opts.batch < 1:
             raise AccelcError(f"--batch must be >= 1, got {opts.batch}")
+        if opts.space not in SPACES:
+            raise AccelcError(f"--space must be one of {SPACES}, got {opts.space!r}")
         if opts.time_budget_s is not None and opts.time_budget_s <= 0:
             raise AccelcError("--time-budget must be positive")
         self.opts = opts
@@ -250,6 +265,7 @@ class Session:
         self.session_trials = 0
         self.deadline = None
         self.status = "starting"
+        self._seed_fields: dict[int, dict] = {}
 
     # -- stopping ----------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -308,7 +324,7 @@ class Session:
             )
             self.measurer.start()
             self.model_tasks = extract_tasks(model, opts.target, input_shapes=shapes, opt_level=opts.opt_level,
-                                             target_options=opts.target_options)
+                                             target_options=opts.target_options, sparse=opts.sparse)
             return self._tune()
         finally:
             for sig, handler in previous.items():
@@ -338,6 +354,7 @@ class Session:
             self.progress.begin(self)
 
         self._measure_baselines(known)
+        self.transfer_settings = self._load_transfer_settings() if opts.transfer else {}
         self.cost_model = None
         from tvm.s_tir.meta_schedule.database import MemoryDatabase
 
@@ -402,7 +419,7 @@ class Session:
         if not todo or self.should_stop():
             return
         self.status = f"measuring {len(todo)} default schedule(s)"
-        results = self.measurer.measure(mods, [args_info_of(s.task.func) for s, _ in todo], self.should_stop)
+        results = self.measurer.measure(mods, [measure_args(s.task) for s, _ in todo], self.should_stop)
         lines = []
         for (s, sch_hash), r in zip(todo, results):
             if not r.measured:
@@ -411,7 +428,7 @@ class Session:
             lines.append(make_record(
                 "baseline", self.target, workload=s.task.workload, task=s.task.name, session=self.session_id,
                 schedule=s.baseline_rule, sch_hash=sch_hash, flops=s.task.flops, latency_s=r.latency_s,
-                run_secs=r.run_secs, error=r.error, runner=self.measurer.runner_name,
+                run_secs=r.run_secs, error=r.error, runner=self.measurer.runner_name, **_kernel_fields(s.task),
             ))
         self.log.append(lines)
         if self.progress is not None:
@@ -428,7 +445,7 @@ class Session:
         mod = s.task.mod
         # A resumed task continues from what the log knows, with a fresh random stream.
         seed = (self.opts.seed * 1_000_003 + s.task.index * 7919 + s.trials) % (2**31 - 1)
-        with filtered_stderr():
+        with filtered_stderr(), self.target, _space(self.target, self.opts.space):
             ctx = make_tune_context(mod, self.target, s.task.name, seed=seed, num_threads=self.host_cores,
                                     strategy=make_strategy(kind, self._population(), self.opts.genetic_iters))
             ctx.pre_tuning(max_trials=2**30, num_trials_per_iter=self._batch_size(),
@@ -471,12 +488,62 @@ class Session:
         if cands:
             self.cost_model.update(ctx, cands, results)
 
+    # -- record transfer ----------------------------------------------------------------------
+    def _load_transfer_settings(self) -> dict:
+        """Knob settings of tuned template kernels for this target in the shipped logs and
+        ``transfer_logs`` (this log's own are read at each use: they grow as we tune)."""
+        from .shipped import shipped_logs
+        from .transfer import settings_from
+
+        records = []
+        for path in list(self.opts.transfer_logs) + [str(p) for p in shipped_logs()]:
+            if Path(path).resolve() != Path(self.log.path).resolve():
+                records += TuningLog.load(path, warn=False).for_target(self.key)
+        return settings_from(index_by_workload(records), require_win=False)
+
+    def _transfer_seeds(self, s: TaskState) -> list:
+        """``(distance, setting, schedule)`` for the nearest tuned kernels of the same op."""
+        from .transfer import apply_setting, nearest, settings_from
+
+        if not self.opts.transfer or self.opts.space != "accelc" or s.task.op is None:
+            return []
+        settings = settings_from(index_by_workload(self.log.for_target(self.key)), require_win=False)
+        for op, found in self.transfer_settings.items():
+            settings.setdefault(op, []).extend(found)
+        out = []
+        for d, setting in nearest(settings, s.task.op, s.task.shapes, exclude={s.task.workload},
+                                  k=TRANSFER_SEEDS):
+            sch = apply_setting(s.task.func, setting, self.target)
+            if sch is not None:
+                out.append((d, setting, sch))
+        if out and self.progress is not None:
+            shown = ", ".join(f"{st.task} (distance {d:.1f})" for d, st, _ in out)
+            self.progress.note(f"kernel {s.task.index} ({s.task.name}): seeded from {shown}")
+        return out
+
+    def _seed_candidate(self, s: TaskState, ctx, sch, setting, distance):
+        """A transferred schedule as a measure candidate (postprocessed like the search's)."""
+        from tvm.s_tir.meta_schedule import MeasureCandidate
+        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+        try:
+            for postproc in ctx.space_generator.postprocs:
+                if not postproc.apply(sch):
+                    return None
+        except Exception:  # noqa: BLE001
+            return None
+        cand = MeasureCandidate(sch, ArgInfo.from_prim_func(sch.mod["main"]))
+        # A TVM object takes no extra attributes: the log fields wait on the side until _record.
+        self._seed_fields[id(cand)] = {"transferred_from": setting.workload, "transfer_distance": round(distance, 3)}
+        return cand
+
     def _round(self, s: TaskState, size: int) -> None:
         from tvm.s_tir.meta_schedule.database import TuningRecord
         from tvm.s_tir.meta_schedule.runner import RunnerResult
 
         self.status = f"searching task {s.task.index} ({s.task.name})"
         start = time.perf_counter()
+        seeds = self._transfer_seeds(s) if s.trials == 0 and not s.warm_started else []
         try:
             ctx = self._context(s)
             with filtered_stderr():
@@ -493,7 +560,8 @@ class Session:
             s.exhausted = True
             return
         fresh, hashes = [], []
-        for c in candidates:
+        seeds = [self._seed_candidate(s, ctx, sch, setting, d) for d, setting, sch in seeds]
+        for c in [c for c in seeds if c is not None] + list(candidates):
             h = schedule_key(c.sch.mod)
             if h not in s.sch_hashes and h not in hashes:
                 fresh.append(c)
@@ -507,7 +575,7 @@ class Session:
         if self.should_stop():
             return
         self.status = f"measuring {len(fresh)} trial(s) of task {s.task.index}"
-        args = args_info_of(s.task.func)
+        args = measure_args(s.task)
         results = self.measurer.measure([c.sch.mod for c in fresh], [args] * len(fresh), self.should_stop)
         done = [(c, h, r) for c, h, r in zip(fresh, hashes, results) if r.measured]
         self._record(s, done)
@@ -530,13 +598,14 @@ class Session:
                 "trial", self.target, workload=s.task.workload, task=s.task.name, session=self.session_id,
                 trace=plain_json(c.sch.trace.as_json(remove_postproc=False)), sch_hash=h,
                 latency_s=r.latency_s, run_secs=r.run_secs, error=r.error, build_s=round(r.build_s, 4),
-                runner=self.measurer.runner_name,
+                runner=self.measurer.runner_name, **_kernel_fields(s.task), **self._seed_fields.pop(id(c), {}),
             ))
             s.trials += 1
             s.session_trials += 1
             s.sch_hashes.add(h)
             if r.latency_s is not None and (s.best_s is None or r.latency_s < s.best_s):
                 s.best_s = r.latency_s
+        self._seed_fields.clear()  # seeds not measured this round: their ids may be reused
         self.log.append(lines)  # one write + fsync for the whole batch
         self.session_trials += len(lines)
         if self.progress is not None:
@@ -574,6 +643,23 @@ class Session:
         return points
 
 
+def _kernel_fields(task: Task) -> dict:
+    """Log fields for record transfer: the template tag and parameter shapes."""
+    return {"op": task.op, "shapes": task.shapes} if task.op else {}
+
+
+def _space(target, space: str):
+    """The design space switch: our templates' knobs, or MetaSchedule's stock rules."""
+    if target.kind.name != "llvm":
+        import contextlib
+
+        return contextlib.nullcontext()
+    from accelc.targets.llvm_cpu import search_space
+
+    search_space.register()
+    return search_space.space_enabled(space == "accelc")
+
+
 def _model_and_shapes(model, input_shapes):
     if model is None:
         from accelc.models import DEFAULT_INPUT_SHAPE, default_model_path
@@ -588,6 +674,7 @@ def tune(opts: TuneOptions, progress=None) -> TuneResult:
 
 
 def list_tasks(model, target: str = "llvm", *, input_shapes=None, opt_level: int = 3,
-               target_options: dict | None = None) -> ModelTasks:
+               target_options: dict | None = None, sparse=None) -> ModelTasks:
     model, input_shapes = _model_and_shapes(model, input_shapes)
-    return extract_tasks(model, target, input_shapes=input_shapes, opt_level=opt_level, target_options=target_options)
+    return extract_tasks(model, target, input_shapes=input_shapes, opt_level=opt_level, target_options=target_options,
+                         sparse=sparse)

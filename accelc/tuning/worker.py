@@ -46,6 +46,9 @@ def op_build(job: int, mod_json: str, target: dict, backend: str | None = None, 
     tvm_target = tvm.target.Target(target)
     mod = tvm.ir.load_json(mod_json)
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    from accelc.passes.sparse_kernels import realize_bsr_module
+
+    mod = realize_bsr_module(mod)  # a BSR trial: its sampled tile annotation -> the kernel
     rt_mod = tvm.driver.build(mod, target=tvm_target)
     path = None
     if export:
@@ -63,12 +66,17 @@ def op_build(job: int, mod_json: str, target: dict, backend: str | None = None, 
 
 
 def make_args(args_info, seed: int = 0):
-    """Inputs for one kernel: uniform floats, zeros for integers (index tensors stay in range)."""
+    """Inputs for one kernel: uniform floats, zeros for integers (index tensors stay in range);
+    an entry that is an array already (a real BSR pattern, ``tuner.measure_args``) is used as is."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     arrays = []
-    for shape, dtype in args_info:
+    for info in args_info:
+        if isinstance(info, np.ndarray):
+            arrays.append(info)
+            continue
+        shape, dtype = info
         if dtype.startswith("float") or dtype.startswith("bfloat"):
             arrays.append(rng.random(shape, dtype="float32").astype(dtype))
         else:
