@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import compute
-from .config import CpuScheduleConfig, config_from_target
 from .schedule_utils import (
+    CpuRule,
     find_rule_block, loop_extent, place_epilogue, producers_before, schedule_injective,
 )
 
 
-class Conv2dNCHWc(ScheduleRule):
+class Conv2dNCHWc(CpuRule):
     """conv2d_nchwc (incl. grouped) + fused epilogue.
 
     Tile: ``reg_n`` output pixels of one row x one ``oc_block`` (``oc_block/lanes`` vectors):
@@ -23,9 +22,6 @@ class Conv2dNCHWc(ScheduleRule):
     row) are fused and run in parallel; the epilogue (bias, relu, residual add, crop) is
     computed from the register tile before it is stored.
     """
-
-    def __init__(self, config: CpuScheduleConfig | None = None):
-        self.config = config
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc):
@@ -38,7 +34,7 @@ class Conv2dNCHWc(ScheduleRule):
             depthwise = True
         if conv is None:
             return None
-        config = self.config or config_from_target(target)
+        config = self.config_for(target)
         reg_n = int(sch.get(conv).annotations["accelc.reg_n"])
         for block in producers_before(sch, conv):
             schedule_injective(sch, block, config)
@@ -71,7 +67,7 @@ class Conv2dNCHWc(ScheduleRule):
         return sch
 
 
-class Conv2d1x1NCHW(ScheduleRule):
+class Conv2d1x1NCHW(CpuRule):
     """conv2d_1x1_nchw (grouped 1x1 conv as a GEMM per group, vectorized over pixels) + epilogue.
 
     Tile: ``rows`` output channels of one group x ``pixel_tile`` pixels (``pixel_tile/lanes``
@@ -81,9 +77,6 @@ class Conv2d1x1NCHW(ScheduleRule):
     fused and run in parallel.
     """
 
-    def __init__(self, config: CpuScheduleConfig | None = None):
-        self.config = config
-
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc):
             return None
@@ -91,7 +84,7 @@ class Conv2d1x1NCHW(ScheduleRule):
         gemm = find_rule_block(sch, compute.CONV2D_1X1_NCHW)
         if gemm is None:
             return None
-        config = self.config or config_from_target(target)
+        config = self.config_for(target)
         ann = sch.get(gemm).annotations
         groups, tile = int(ann["accelc.groups"]), int(ann["accelc.pixel_tile"])
         for block in producers_before(sch, gemm):

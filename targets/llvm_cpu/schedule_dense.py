@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import compute
-from .config import CpuScheduleConfig, config_from_target
-from .schedule_utils import find_rule_block, loop_extent, place_epilogue, producers_before, schedule_injective
+from .config import CpuScheduleConfig
+from .schedule_utils import CpuRule, find_rule_block, loop_extent, place_epilogue, producers_before, schedule_injective
 
 
 def _best_divisor(n: int, limit: int) -> int:
@@ -35,7 +34,7 @@ def dense_tile(m: int, npanels: int, block_n: int, config: CpuScheduleConfig) ->
     return rows, 1
 
 
-class DensePacked(ScheduleRule):
+class DensePacked(CpuRule):
     """dense_packed + fused epilogue.
 
     Tile: ``rows`` rows of A x ``panels`` weight panels of ``bn`` columns held in
@@ -44,9 +43,6 @@ class DensePacked(ScheduleRule):
     fused and run in parallel; the epilogue (bias, activation, crop) runs on the register tile.
     """
 
-    def __init__(self, config: CpuScheduleConfig | None = None):
-        self.config = config
-
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc):
             return None
@@ -54,7 +50,7 @@ class DensePacked(ScheduleRule):
         dense = find_rule_block(sch, compute.DENSE_PACKED)
         if dense is None:
             return None
-        config = self.config or config_from_target(target)
+        config = self.config_for(target)
         bn = int(sch.get(dense).annotations["accelc.block_n"])
         for block in producers_before(sch, dense):
             schedule_injective(sch, block, config)

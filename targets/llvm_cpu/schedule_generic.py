@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from .config import CpuScheduleConfig, config_from_target
-from .schedule_utils import all_blocks, loop_extent, schedule_injective
+from .config import CpuScheduleConfig
+from .schedule_utils import CpuRule, all_blocks, loop_extent, schedule_injective
 
 _REDUCE = 2  # IterVar.CommReduce
 
@@ -83,7 +82,7 @@ def _schedule_reduction(sch, block, config: CpuScheduleConfig) -> None:
         sch.vectorize(sch.get_loops(init)[-1])
 
 
-class GenericCpu(ScheduleRule):
+class GenericCpu(CpuRule):
     """Inline injective producers, then parallelize/vectorize what remains at root.
 
     Covers elementwise/broadcast/layout_transform/concat functions and simple reductions
@@ -91,13 +90,10 @@ class GenericCpu(ScheduleRule):
     softmax): memory-bound kernels, where parallel outer loops + vector inner loops suffice.
     """
 
-    def __init__(self, config: CpuScheduleConfig | None = None):
-        self.config = config
-
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc):
             return None
-        config = self.config or config_from_target(target)
+        config = self.config_for(target)
         sch = s_tir.Schedule(func)
         try:
             blocks = all_blocks(sch)

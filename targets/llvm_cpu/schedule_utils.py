@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
 
-from .config import CpuScheduleConfig
+from .config import CpuScheduleConfig, config_from_target
+
+
+
+class CpuRule(ScheduleRule):
+    """A dlight rule for one kind of accelc CPU kernel. Its knobs come from the target
+    (``config_for``) unless a ``CpuScheduleConfig`` is given (tests and benchmarks pin them)."""
+
+    def __init__(self, config: CpuScheduleConfig | None = None):
+        self.config = config
+
+    def config_for(self, target: Target) -> CpuScheduleConfig:
+        return self.config or config_from_target(target)
 
 
 def find_rule_block(sch: s_tir.Schedule, rule: str):
