@@ -29,6 +29,7 @@ class CompiledModel:
         self._path = path
         self._vm = None
         self.tuning = None  # with --tuning-records: which kernels were tuned, which fell back
+        self.tuning_note = None  # tuning_records="auto": which shipped log was used, or why none
         self._runner = None  # out-of-process runner (artifacts for another machine)
         self._tmp = None
 
@@ -86,6 +87,7 @@ class CompiledModel:
                         module = tvm.runtime.load_module(str(self._path))
                 except Exception as exc:
                     raise ArtifactError(f"cannot load artifact {self._path}: {exc}") from exc
+            backend.load_runtime()  # e.g. vta: the packed function that runs offloaded layers
             self._vm = relax.VirtualMachine(module, tvm.cpu())
         return self._vm
 
@@ -153,6 +155,7 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
     target_options: dict | None = None,
     dump_ir: str | None = None,
     time_passes: bool = False,
+    disabled_passes: tuple[str, ...] = (),
     sparse: float | None = None,
     tuning_records=None,
     quantize: str | None = None,
@@ -160,7 +163,7 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
     calib_method: str = "entropy",
     per_tensor: bool = False,
     keep_float: tuple[str, ...] = (),
-    requantize: str = "fixedpoint",
+    requantize: str | None = None,
     quantize_mode: str = "realize",
     quantize_options: dict | None = None,
 ) -> CompiledModel:
@@ -170,6 +173,8 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
     ``calib`` is required (an .npz, a directory of .npy or a dict of arrays keyed by input
     name, samples along the first axis); ``quantize_options`` passes further
     ``QuantizeConfig`` fields (``percentile``, ``skip_first_conv``, ``skip_last_dense``, ...).
+    ``requantize`` None is the target's choice: ``fixedpoint`` on CPUs, ``shift`` for vta
+    (which refuses ``fixedpoint``).
     """
     from accelc.targets import registry
 
@@ -180,18 +185,26 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
         from .errors import AccelcError
 
         raise AccelcError(f"--opt-level must be 0..3, got {opt_level}")
-    backend = registry.get(target)
+    backend = registry.get(target).with_options(target_options)  # e.g. vta: vta-skip-layers
     tvm_target = backend.make(target_options)
-    records = None
-    if tuning_records is not None:  # an `accelc tune` log; refused if tuned for another target
-        from .tuning import load_records
+    requantize = backend.requantize_mode(quantize, requantize)  # None -> the target's choice; vta: shift
+    records, tuning_note = None, None
+    if isinstance(tuning_records, str) and tuning_records == "auto":  # the shipped log, if any
+        from .tuning.shipped import auto_records
 
-        records = load_records(tuning_records, tvm_target)
+        records, tuning_note = auto_records(backend, model, input_shapes, tvm_target)
+    elif tuning_records is not None:  # an `accelc tune` log; refused if tuned for another target
+        backend, records = backend.with_tuning_records(tuning_records, tvm_target)
     if sparse is not None:  # validate before the (slow) import: a bad threshold is a user error
         from accelc.passes.sparse_rewrite import check_options
 
         sparse, _ = check_options(sparse, None)
     imported = import_onnx(model, input_shapes)
+    from .quantize.onnx_import import realize_prequantized
+
+    # A pre-quantized (QDQ) model's int8 kernels: realized before phase 1, whose constant
+    # folding would turn the int8 weights' dequantize into float weights.
+    mod, _ = realize_prequantized(imported.mod, requantize)
     graph_passes = ()
     if quantize is not None:  # int8: annotate -> calibrate -> realize in phase 2
         graph_passes = _quantize_passes(
@@ -200,8 +213,9 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
                  requantize=requantize, mode=quantize_mode, **(quantize_options or {})),
         )
     options = PipelineOptions(opt_level=opt_level, dump_ir=dump_ir, time_passes=time_passes, sparse=sparse,
-                              tuning_records=records, graph_passes=graph_passes)
-    executable, report = run(imported.mod, backend, tvm_target, options)
+                              tuning_records=records, graph_passes=graph_passes,
+                              disabled_passes=tuple(disabled_passes))
+    executable, report = run(mod, backend, tvm_target, options)
     signature = Signature(
         inputs=imported.inputs,
         outputs=imported.outputs,
@@ -213,6 +227,7 @@ def compile(  # noqa: A001  (the natural name for a compiler's entry point)
     )
     compiled = CompiledModel(signature, executable=executable, report=report)
     compiled.tuning = None if records is None else records.applied
+    compiled.tuning_note = tuning_note
     return compiled
 
 

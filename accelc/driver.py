@@ -35,10 +35,12 @@ class CompileOptions:
     mcpu: str | None = None
     num_cores: int | None = None
     mattr: str | None = None
+    vta_skip_layers: str | None = None  # --vta-skip-layers: conv2d indices vta keeps on the host
     dump_ir: str | None = None
     time_passes: bool = False
+    disabled_passes: tuple[str, ...] = ()  # --disabled-pass NAME[,NAME]
     sparse: float | None = None  # --sparse [THRESHOLD]: BSR kernels for sparse constant matmuls
-    tuning_records: str | None = None  # --tuning-records: an `accelc tune` log
+    tuning_records: str | None = None  # --tuning-records: an `accelc tune` log; "auto": the shipped one
     # int8 quantization (accelc.quantize): --quantize int8 --calib DATA [...]
     quantize: str | None = None
     calib: str | None = None
@@ -46,8 +48,9 @@ class CompileOptions:
     calib_percentile: float = 99.99
     per_tensor: bool = False
     keep_float: tuple[str, ...] = ()
-    requantize: str = "fixedpoint"
+    requantize: str | None = None  # None: the target's choice (fixedpoint on CPUs, shift for vta)
     quantize_mode: str = "realize"
+    activation_dtype: str = "int8"  # --activation-dtype int8|uint8
 
 
 def compile_model(opts: CompileOptions, out=None):
@@ -73,9 +76,11 @@ def compile_model(opts: CompileOptions, out=None):
         opts.target,
         input_shapes=input_shapes,
         opt_level=opts.opt_level,
-        target_options={"mcpu": opts.mcpu, "num-cores": opts.num_cores, "mattr": opts.mattr},
+        target_options={"mcpu": opts.mcpu, "num-cores": opts.num_cores, "mattr": opts.mattr,
+                        "vta-skip-layers": opts.vta_skip_layers},
         dump_ir=opts.dump_ir,
         time_passes=opts.time_passes,
+        disabled_passes=opts.disabled_passes,
         sparse=opts.sparse,
         tuning_records=opts.tuning_records,
         quantize=opts.quantize,
@@ -85,7 +90,7 @@ def compile_model(opts: CompileOptions, out=None):
         keep_float=opts.keep_float,
         requantize=opts.requantize,
         quantize_mode=opts.quantize_mode,
-        quantize_options={"percentile": opts.calib_percentile},
+        quantize_options={"percentile": opts.calib_percentile, "activation_dtype": opts.activation_dtype},
     )
     compiled.export(output)
     seconds = time.perf_counter() - start
@@ -96,14 +101,29 @@ def compile_model(opts: CompileOptions, out=None):
         _print(f"  input   {t.describe()}", out=out)
     for t in sig.outputs:
         _print(f"  output  {t.describe()}", out=out)
+    if compiled.report is not None:
+        _print(f"  kernels: {compiled.report.kernel_launches} launched per run", out=out)
+    for line in _target_summary(compiled):  # e.g. vta: which layers were offloaded, which not and why
+        _print(f"  {line}", out=out)
+    if compiled.tuning_note:  # tuning_records="auto": the shipped log used, or why none
+        _print(f"  {compiled.tuning_note}", out=out)
     if compiled.tuning is not None:  # --tuning-records
-        for line in compiled.tuning.summary(opts.tuning_records):
+        for line in compiled.tuning.summary("" if opts.tuning_records == "auto" else opts.tuning_records):
             _print(f"  {line}", out=out)
     if opts.dump_ir:
         _print(f"  IR after every pass written to {opts.dump_ir}/", out=out)
     if opts.time_passes and compiled.report is not None:
         _print(compiled.report.format(), out=out)
     return compiled, output
+
+
+def _target_summary(compiled) -> list[str]:
+    from accelc.targets import registry
+
+    backend = registry.get(compiled.signature.target_name)
+    if type(backend).compile_summary is registry.TargetBackend.compile_summary:
+        return []  # nothing to say: do not build a VM for it
+    return backend.compile_summary(compiled._machine())
 
 
 def _target_text(target: dict) -> str:
@@ -126,6 +146,8 @@ class RunOptions:
     seed: int = 0
     rpc_tracker: str | None = None  # HOST:PORT: run on a device from this TVM RPC tracker
     rpc_key: str | None = None
+    profile: bool = False  # --profile: per-layer report of one run (targets that offload: vta)
+    force_serial: bool = False  # --force-serial: offloaded layers without latency hiding
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
@@ -204,7 +226,19 @@ def run_artifact(opts: RunOptions, out=None) -> dict[str, np.ndarray]:
     if opts.print_time or opts.repeat > 1:
         times = compiled.benchmark(inputs, repeat=opts.repeat, warmup=1)
         _print(format_times(times), out=out)
+    if opts.profile or opts.force_serial:
+        _print(_profile(compiled, inputs, opts.force_serial), out=out)
     return outputs
+
+
+def _profile(compiled, inputs, force_serial: bool) -> str:
+    import tvm
+
+    from accelc.targets import registry
+
+    backend = registry.get(compiled.signature.target_name)
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in compiled.signature.check_inputs(inputs)]
+    return backend.profile(compiled._machine(), args, force_serial)
 
 
 def format_times(times: list[float]) -> str:
@@ -236,6 +270,48 @@ def package(opts: PackageOptions, out=None) -> Path:
     return path
 
 
+# -------------------------------------------------------------------------------- quantize
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """``accelc quantize MODEL --calib DATA -o MODEL.q.onnx``: accelc's int8 as a QDQ model."""
+
+    model: str
+    calib: str | None = None
+    output: str | None = None  # default: MODEL.q.onnx in the current directory
+    input_shapes: tuple[str, ...] = ()
+    calib_method: str = "entropy"
+    calib_percentile: float = 99.99
+    per_tensor: bool = False
+    keep_float: tuple[str, ...] = ()
+    requantize: str = "fixedpoint"
+    activation_dtype: str = "int8"
+
+    def config(self):
+        from .quantize import QuantizeConfig
+
+        if self.calib is None:
+            raise AccelcError("quantization needs calibration data: --calib FILE.npz (arrays keyed by input name, "
+                              "samples along the first axis) or a directory of <input>.npy")
+        return QuantizeConfig(calib_method=self.calib_method, percentile=self.calib_percentile,
+                              per_tensor=self.per_tensor, keep_float=self.keep_float, requantize=self.requantize,
+                              activation_dtype=self.activation_dtype)
+
+
+def quantize_model(opts: QuantizeOptions, out=None) -> Path:
+    """Annotate + calibrate ``opts.model`` as ``compile --quantize int8`` would, and write the
+    result as a standard QDQ ONNX model (onnxruntime runs it; accelc compiles it back)."""
+    from .frontend import parse_input_shapes
+    from .quantize.export import write_quantized
+
+    config = opts.config()
+    output = opts.output or Path(opts.model).name.removesuffix(".onnx") + ".q.onnx"
+    start = time.perf_counter()
+    path, report = write_quantized(opts.model, opts.calib, config, output, parse_input_shapes(list(opts.input_shapes)))
+    _print(f"quantized {opts.model} -> {path} (QDQ, {time.perf_counter() - start:.1f} s)", out=out)
+    _print(report.format(), out=out)
+    return path
+
+
 # --------------------------------------------------------------------------------- inspect
 @dataclass(frozen=True)
 class InspectOptions:
@@ -244,6 +320,8 @@ class InspectOptions:
     fusion: bool = False  # print the fused kernels (accelc/fusion_report.py)
     target: str = "llvm"
     opt_level: int = 3
+    sparse: float | None = None  # --sparse [THRESHOLD]: weight sparsity + SparseRewrite's rewrites
+    quantize: QuantizeOptions | None = None  # --quantize int8 --calib ...: what int8 would quantize
 
 
 def inspect_model(opts: InspectOptions, out=None):
@@ -264,6 +342,19 @@ def inspect_model(opts: InspectOptions, out=None):
         return sig
     report = analyze(opts.model, parse_input_shapes(list(opts.input_shapes)))
     _print(report.format(), out=out)
+    if opts.sparse is not None:
+        from .prune import sparse_report
+
+        _print(sparse_report(opts.model, parse_input_shapes(list(opts.input_shapes)), opts.sparse), out=out)
+    from .quantize.export import prequantized_report, quantization_report
+
+    if opts.quantize is not None:  # which ops --quantize int8 puts in int8, their scales
+        q = opts.quantize
+        _print(quantization_report(opts.model, q.calib, q.config(), parse_input_shapes(list(opts.input_shapes))).format(), out=out)
+    else:  # a QDQ / QOperator model: its quantized ops and the kernels accelc realizes
+        pre = prequantized_report(opts.model, parse_input_shapes(list(opts.input_shapes)))
+        if pre is not None:
+            _print(pre.format(), out=out)
     if opts.fusion:
         from .fusion_report import fusion_report
 
