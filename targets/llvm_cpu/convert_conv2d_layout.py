@@ -7,6 +7,7 @@ from tvm import IRModule, relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .config import CpuScheduleConfig
+from .schedule_utils import static_shape
 from accelc.passes.fold_constant_numpy import FoldConstantNumpy
 
 
@@ -21,16 +22,6 @@ def channel_block(channels: int, max_block: int) -> int:
     return block
 
 
-def _static_shape(expr) -> list[int] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return [int(d) for d in ty.shape]
-    except (TypeError, ValueError):
-        return None
-
-
 def is_narrow_group_1x1(call: relax.Call, config: CpuScheduleConfig) -> bool:
     """A grouped 1x1 stride-1 unpadded NCHW conv whose per-group channels are no multiple of
     the vector width: NCHW{c}c would vectorize it over 2- or 4-channel blocks, so it stays
@@ -39,7 +30,7 @@ def is_narrow_group_1x1(call: relax.Call, config: CpuScheduleConfig) -> bool:
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return False
     data, weight = call.args
-    dshape, wshape = _static_shape(data), _static_shape(weight)
+    dshape, wshape = static_shape(data), static_shape(weight)
     if dshape is None or wshape is None or data.ty.dtype != "float32":
         return False
     groups = int(attrs.groups)
@@ -59,7 +50,7 @@ def conv2d_layouts(call: relax.Call, config: CpuScheduleConfig) -> list[str] | N
     if attrs.out_layout not in ("NCHW", ""):
         return None
     data, weight = call.args
-    dshape, wshape = _static_shape(data), _static_shape(weight)
+    dshape, wshape = static_shape(data), static_shape(weight)
     if dshape is None or wshape is None or data.ty.dtype != "float32":
         return None
     if is_narrow_group_1x1(call, config):

@@ -57,7 +57,7 @@ from . import compute
 from .config import CpuScheduleConfig, _has, config_from_target
 from .schedule_utils import (
     CpuRule,
-    find_rule_block, loop_extent, place_epilogue, producers_before, schedule_injective,
+    find_rule_block, loop_extent, place_epilogue, producers_before, schedule_injective, static_shape,
 )
 
 CONV2D_INT8 = "accelc.llvm_cpu.conv2d_int8"
@@ -430,16 +430,6 @@ def dense_int8(data, weight, comp, n_valid, kind_name: str):
 
 
 # -- Relax legalization ------------------------------------------------------------------------
-def _shape(expr) -> list[int] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return [int(d) for d in ty.shape]
-    except (TypeError, ValueError):
-        return None
-
-
 def _int8_const(expr) -> np.ndarray | None:
     if isinstance(expr, Constant) and str(expr.ty.dtype) == "int8":
         return expr.value.numpy()
@@ -508,7 +498,7 @@ class _Int8Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         a = call.attrs
         data, weight = call.args
         w = _int8_const(weight)
-        dshape = _shape(data)
+        dshape = static_shape(data)
         if w is None or dshape is None or data.ty.dtype != "int8" or len(dshape) != 4 or not self._usable(w):
             return None
         if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout not in ("NCHW", ""):
@@ -576,7 +566,7 @@ class _Int8Rewriter(PyExprMutator):  # pylint: disable=abstract-method
     def _matmul(self, call):
         data, weight = call.args
         w = _int8_const(weight)
-        dshape = _shape(data)
+        dshape = static_shape(data)
         if w is None or w.ndim != 2 or dshape is None or len(dshape) < 2 or data.ty.dtype != "int8":
             return None
         if not self._usable(w):

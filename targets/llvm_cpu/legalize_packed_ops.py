@@ -11,19 +11,10 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from . import compute
 from .config import CpuScheduleConfig
 from .convert_conv2d_layout import is_narrow_group_1x1
+from .schedule_utils import static_shape
 
 _NCHWC = re.compile(r"^NCHW(\d+)c$")
 _OIHWIO = re.compile(r"^OIHW(\d+)i(\d+)o$")
-
-
-def _shape(expr) -> list[int] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return [int(d) for d in ty.shape]
-    except (TypeError, ValueError):
-        return None
 
 
 @tvm.transform.module_pass(opt_level=0, name="LegalizePackedOps")
@@ -92,7 +83,7 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         if not (data_m and out_m and kern_m):
             return call
         data, kernel = call.args
-        dshape, kshape = _shape(data), _shape(kernel)
+        dshape, kshape = static_shape(data), static_shape(kernel)
         if dshape is None or kshape is None or data.ty.dtype != "float32":
             return call
         out_dtype = attrs.out_dtype or "float32"
@@ -129,7 +120,7 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         data, weight = call.args
         if not isinstance(weight, tvm.ir.expr.Constant):
             return call
-        dshape, wshape = _shape(data), _shape(weight)
+        dshape, wshape = static_shape(data), static_shape(weight)
         if dshape is None or wshape is None or len(wshape) != 2 or len(dshape) < 2:
             return call
         if data.ty.dtype != "float32" or weight.ty.dtype != "float32":

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+from tvm import relax, s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from .config import CpuScheduleConfig, config_from_target
 
+
+
+def static_shape(expr) -> list[int] | None:
+    """A Relax expression's shape as ints, or None when it is not a tensor of static shape."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return [int(d) for d in ty.shape]
+    except (TypeError, ValueError):
+        return None
 
 
 class CpuRule(ScheduleRule):
@@ -105,7 +116,9 @@ def _prod(xs):
     return out
 
 
-def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConfig, fuse: bool = True):
+def place_epilogue(
+    sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConfig, fuse: bool = True, replayable: bool = False
+):
     """Keep ``main``'s output tile in registers and compute the epilogue inside the tile.
 
     If ``main`` writes the function output itself, a local cache is inserted; otherwise the
@@ -115,13 +128,16 @@ def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConf
     ``fuse=False`` skips the in-tile epilogue: needed when the tile is no box of the epilogue's
     iteration space (a tile of flattened pixels that ends mid-row), where region inference
     would over-approximate and the epilogue would read values the tile never computed.
+    ``replayable=True`` (MetaSchedule search spaces) makes every loop count independent of the
+    tile knobs: unit loops stay, and the tile's loops are vectorized/unrolled whatever their
+    extents (a replayed trace must make the same loops at every step).
     Returns ``(schedule, fused)``; the schedule may be a copy (block/loop RVs stay valid).
     """
     epilogue = inline_epilogue(sch, main)
     if not epilogue:
         final = sch.cache_write(main, 0, "local")
-        sch.reverse_compute_at(final, tile_loop, preserve_unit_loops=False)
-        _vectorize_tile(sch, final, tile_loop, config)
+        sch.reverse_compute_at(final, tile_loop, preserve_unit_loops=replayable)
+        _vectorize_tile(sch, final, tile_loop, config, replayable)
         return sch, True
     for block in epilogue[:-1]:
         schedule_injective(sch, block, config)
@@ -130,19 +146,19 @@ def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConf
         trial = sch.copy()
         try:
             trial.set_scope(main, 0, "local")
-            trial.reverse_compute_at(final, tile_loop, preserve_unit_loops=False)
-            _vectorize_tile(trial, final, tile_loop, config)
+            trial.reverse_compute_at(final, tile_loop, preserve_unit_loops=replayable)
+            _vectorize_tile(trial, final, tile_loop, config, replayable)
             return trial, True
         except Exception:  # pylint: disable=broad-except
             pass
     cache = sch.cache_write(main, 0, "local")
-    sch.reverse_compute_at(cache, tile_loop, preserve_unit_loops=False)
-    _vectorize_tile(sch, cache, tile_loop, config)
+    sch.reverse_compute_at(cache, tile_loop, preserve_unit_loops=replayable)
+    _vectorize_tile(sch, cache, tile_loop, config, replayable)
     schedule_injective(sch, final, config)
     return sch, False
 
 
-def _vectorize_tile(sch, block, tile_loop, config):
+def _vectorize_tile(sch, block, tile_loop, config, replayable: bool = False):
     loops = sch.get_loops(block)
     tile_stmt = sch.get(tile_loop)
     idx = [i for i, l in enumerate(loops) if sch.get(l).same_as(tile_stmt)]
@@ -150,9 +166,9 @@ def _vectorize_tile(sch, block, tile_loop, config):
     if not inner:
         return
     ext = loop_extent(sch, inner[-1])
-    if ext is not None and ext <= 64:
+    if replayable or (ext is not None and ext <= 64):
         sch.vectorize(inner[-1])
     for loop in inner[:-1]:
         e = loop_extent(sch, loop)
-        if e is not None and e <= 32:
+        if replayable or (e is not None and e <= 32):
             sch.unroll(loop)

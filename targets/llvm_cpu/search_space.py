@@ -40,11 +40,11 @@ import math
 from tvm import s_tir
 from tvm.target import Target
 
-from . import compute
-from .config import CpuScheduleConfig, config_from_target, host_target
 from accelc.passes.sparse_kernels import BSR_RULE
 
-from .schedule_utils import find_rule_block, inline_epilogue, loop_extent, producers_before, schedule_injective
+from . import compute, schedule_utils
+from .config import CpuScheduleConfig, config_from_target, host_target
+from .schedule_utils import find_rule_block, loop_extent, producers_before, schedule_injective
 
 TARGET_KEY = "cpu"
 SPACE_ANNOTATION = "accelc.space"  # which design space (variant) a trace came from
@@ -110,44 +110,8 @@ def place_epilogue(sch: s_tir.Schedule, main, tile_loop, config: CpuScheduleConf
 
     A replayed trace must make the same loops at every step whatever its decisions, and
     ``reverse_compute_at(preserve_unit_loops=False)`` drops the tile's unit loops (a tile knob
-    at 1), so a later ``get_loops`` would return fewer loops and the replay fails. Here unit
-    loops stay, and the tile's innermost loop is vectorized and the others unrolled whatever
-    their extents (they are register-tile loops, small by construction)."""
-    epilogue = inline_epilogue(sch, main)
-    if not epilogue:
-        final = sch.cache_write(main, 0, "local")
-        sch.reverse_compute_at(final, tile_loop, preserve_unit_loops=True)
-        _vectorize_tile(sch, final, tile_loop)
-        return sch, True
-    for block in epilogue[:-1]:
-        schedule_injective(sch, block, config)
-    final = epilogue[-1]
-    if fuse:
-        trial = sch.copy()
-        try:
-            trial.set_scope(main, 0, "local")
-            trial.reverse_compute_at(final, tile_loop, preserve_unit_loops=True)
-            _vectorize_tile(trial, final, tile_loop)
-            return trial, True
-        except Exception:  # noqa: BLE001  (the epilogue cannot move into the tile: store it)
-            pass
-    cache = sch.cache_write(main, 0, "local")
-    sch.reverse_compute_at(cache, tile_loop, preserve_unit_loops=True)
-    _vectorize_tile(sch, cache, tile_loop)
-    schedule_injective(sch, final, config)
-    return sch, False
-
-
-def _vectorize_tile(sch, block, tile_loop) -> None:
-    loops = sch.get_loops(block)
-    tile_stmt = sch.get(tile_loop)
-    idx = [i for i, loop in enumerate(loops) if sch.get(loop).same_as(tile_stmt)]
-    inner = loops[idx[0] + 1:] if idx else loops[-2:]
-    if not inner:
-        return
-    sch.vectorize(inner[-1])
-    for loop in inner[:-1]:
-        sch.unroll(loop)
+    at 1), so a later ``get_loops`` would return fewer loops and the replay fails."""
+    return schedule_utils.place_epilogue(sch, main, tile_loop, config, fuse, replayable=True)
 
 
 def _variants(sch, names, build) -> list:
