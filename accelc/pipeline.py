@@ -98,6 +98,7 @@ def phase1_import_cleanup(opts: PipelineOptions) -> list:
         return []
     from accelc.passes.fold_batch_norm import FoldBatchNorm
     from accelc.passes.fold_constant_numpy import FoldConstantNumpy
+    from accelc.passes.simplify_stack_sum import SimplifyStackSum
 
     # Fold batch norm into its conv/matmul weights while it is still one op: after
     # DecomposeOpsForInference it is five elementwise ops that no weight fold recognizes.
@@ -105,8 +106,10 @@ def phase1_import_cleanup(opts: PipelineOptions) -> list:
     # (ConstantOfShape -> broadcast_to) into constants, so that FoldBatchNorm can see them,
     # and it folds shape/elementwise ops on constants in numpy: relax FoldConstant builds
     # one LLVM kernel per folded op (~30 ms each, hundreds per model).
+    # SimplifyStackSum: the importer's ONNX Sum (broadcast_to + stack + sum) as adds; relax's
+    # ConvertLayout cannot pass a packed layout through stack.
     bn_fold = [FoldBatchNorm()] if opts.opt_level >= 2 else []
-    return [FoldConstantNumpy()] + bn_fold + [
+    return [SimplifyStackSum(), FoldConstantNumpy()] + bn_fold + [
         relax.transform.DecomposeOpsForInference(),  # batch_norm etc. in inference form
         relax.transform.CanonicalizeBindings(),
         FoldConstantNumpy(),

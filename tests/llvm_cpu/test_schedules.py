@@ -70,6 +70,9 @@ CONV_CASES = [
     (12, 60, 5, 5, 1, 1, 0, 3, False),     # 4 in / 20 out a group, 25 pixels (tile padding + crop)
     (48, 48, 6, 6, 3, 1, 1, 3, False),     # grouped 3x3 stays packed
     (16, 40, 13, 13, 3, 1, 1, 1, False),   # 13 wide: register tile padding + crop
+    (32, 48, 7, 7, 3, 1, 1, 1, True),      # 3 output-channel blocks in the register tile
+    (16, 128, 5, 6, 3, 1, 1, 1, False),    # 8 blocks, tiles of 4 blocks
+    (64, 128, 6, 6, 3, 1, 1, 2, False),    # grouped: the tile's blocks stay in one group
 ]
 
 
@@ -156,6 +159,51 @@ def test_channel_block_and_register_tile():
     avx512 = CpuScheduleConfig(vector_lanes=16, conv_max_accum=28)
     assert avx512.conv_reg_n(56, 16) == 28 and avx512.conv_reg_n(13, 16) == 13
     assert CpuScheduleConfig(vector_lanes=16, conv_max_accum=24).conv_reg_n(55, 16) == 14  # 56 wide, 1 cropped
+
+
+def test_conv_register_tile_spans_channel_blocks():
+    """conv_tile: on AVX-512 (one vector a 16-channel block) the tile takes several blocks,
+    so a weight vector serves many pixels and a broadcast pixel many weight vectors; the
+    blocks divide the layer's blocks; accumulators stay within the budget."""
+    avx512 = CpuScheduleConfig(vector_lanes=16, conv_max_accum=24)
+    assert avx512.conv_tile(56, 16, 4) == (8, 2)
+    assert avx512.conv_tile(7, 16, 32) == (7, 2)  # deep 7x7 layers: 14 accumulators, not 7
+    assert avx512.conv_tile(28, 16, 8) == (4, 4)
+    assert avx512.conv_tile(13, 16, 63) == (7, 3)  # 3 divides 63
+    assert avx512.conv_tile(55, 16, 1) == (19, 1)  # one block: widest tile (2 columns padded)
+    avx2 = CpuScheduleConfig(vector_lanes=8, conv_max_accum=10)
+    for width, chunks in [(56, 4), (14, 16), (7, 32), (13, 5), (1, 1)]:
+        for cfg in (avx512, avx2):
+            pixels, blocks = cfg.conv_tile(width, 16, chunks)
+            assert chunks % blocks == 0 and 1 <= pixels <= max(1, width)
+            assert pixels * blocks * max(1, 16 // cfg.vector_lanes) <= cfg.conv_max_accum
+
+
+def test_convert_layout_keeps_narrow_grouped_conv_nchw_after_packed_conv():
+    """A grouped 1x1 conv that stays NCHW (ShuffleNet) right after a packed conv: ConvertLayout
+    must be told NCHW explicitly, else conv2d's layout inference takes the packed input layout
+    and fails on the whole graph (every conv was then packed alone)."""
+    from accelc.targets.llvm_cpu.convert_conv2d_layout import ConvertConv2dLayout
+
+    rng = np.random.default_rng(4)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 24, 8, 8), "float32"))
+    w1 = rng.standard_normal((24, 24, 1, 1)).astype("float32")
+    w2 = rng.standard_normal((112, 6, 1, 1)).astype("float32")
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, relax.const(w1)))))
+            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(y, relax.const(w2), groups=4)))
+        bb.emit_func_output(y)
+    layout = ConvertConv2dLayout(cpu.config_from_target(TARGET))
+    with TARGET:
+        layout(bb.get())
+    assert layout.fallback is None
+    vm, sched, unscheduled = _compile(bb.get())
+    x = rng.standard_normal((1, 24, 8, 8)).astype("float32")
+    ref = _conv_ref(np.maximum(_conv_ref(x, w1, 1, 0, 1), 0), w2, 1, 0, 4)
+    _check(vm, [x], ref)
+    assert not unscheduled
 
 
 def test_layout_pass_packs_weights_at_compile_time():
