@@ -35,7 +35,7 @@ try:
 except ImportError:  # not installed: import the source tree
     from targets import llvm_cpu as cpu  # noqa: E402
 
-THREADS = 2
+THREADS = int(__import__("os").environ.get("BENCH_THREADS", 2))
 
 
 @dataclass

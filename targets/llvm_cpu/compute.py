@@ -42,11 +42,13 @@ def _padded_input(data, in_hw, k_hw, strides, padding, dilation, reg_n):
     return oh, ow, owp, _pad(data, pt, pl, pb, pr_ext)
 
 
-def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, reg_n):
+def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, reg_n, oc_vecs=1):
     """Grouped conv2d, data NCHW{ib}c, kernel OIHW{ib}i{ob}o, output NCHW{ob}c.
 
     The output width is computed up to a multiple of ``reg_n`` (the schedule's register tile)
-    and cropped by a trailing injective block, so the micro-kernel has no tail.
+    and cropped by a trailing injective block, so the micro-kernel has no tail. ``oc_vecs``
+    (annotated for the schedule) is the number of output-channel blocks in the register tile;
+    it divides the blocks of one group.
     """
     n, icc, ih, iw, ib = (int(x) for x in data.shape)
     occ, icc_g, kh, kw, kib, ob = (int(x) for x in kernel.shape)
@@ -71,7 +73,7 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, re
             axis=[rc, rh, rw, rb],
         ),
         name="conv2d_nchwc",
-        attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n},
+        attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n, "accelc.oc_vecs": oc_vecs},
     )
     if owp == ow:
         return conv

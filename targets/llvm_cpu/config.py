@@ -56,6 +56,32 @@ class CpuScheduleConfig:
         return min(candidates, key=lambda r: (-(-out_width // r) * r, -r))
 
 
+    def conv_tile(self, out_width: int, oc_block: int, oc_chunks: int) -> tuple[int, int]:
+        """(pixels, output-channel chunks) of the conv register tile.
+
+        The tile is ``pixels`` outputs of one row x ``chunks`` output-channel blocks of
+        ``oc_block`` channels (``chunks`` divides ``oc_chunks``): each step of the reduction
+        broadcasts ``pixels`` inputs and loads ``chunks * oc_block / lanes`` weight vectors for
+        ``pixels * chunks * oc_block / lanes`` FMAs. With one chunk (the AVX-512 16c case)
+        that is one load per FMA; deep layers of 7 or 14 pixels also leave too few
+        accumulators to hide the FMA latency. The choice minimizes the modelled cycles per
+        useful FMA: ``max(FMAs, loads, latency * FMA ports)`` per step (2 FMA and 2 load
+        ports), times the share of padded columns; ties go to bigger tiles, then fewer chunks.
+        """
+        vpc = max(1, oc_block // self.vector_lanes)
+        latency_fmas = 8  # 4-cycle FMA latency x 2 FMA ports: independent accumulators needed
+        best = None
+        for chunks in (c for c in range(1, 5) if oc_chunks % c == 0 and c * vpc <= self.conv_max_accum):
+            limit = max(1, self.conv_max_accum // (chunks * vpc))
+            for pixels in range(1, min(limit, out_width) + 1):
+                padded = -(-out_width // pixels) * pixels
+                fmas = pixels * chunks * vpc
+                step = max(fmas, pixels + chunks * vpc, latency_fmas)
+                score = (step * padded / (fmas * out_width), -fmas, chunks)
+                if best is None or score < best[0]:
+                    best = (score, pixels, chunks)
+        return best[1], best[2]
+
 def _has(feature: str, target: Target) -> bool:
     try:
         return bool(codegen.target_has_features(feature, target))

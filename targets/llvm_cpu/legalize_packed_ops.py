@@ -111,9 +111,10 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         if groups > 1 and (dshape[1] % groups or kshape[0] % groups):
             return call
         self._count("conv2d_nchwc")
+        reg_n, oc_vecs = self.config.conv_tile(oh_ow[1], ob, kshape[0] // groups)
         return self.builder_.call_te(
             compute.conv2d_nchwc, data, kernel, strides, padding, dilation, groups,
-            out_dtype, reg_n, primfunc_name_hint="conv2d_nchwc",
+            out_dtype, reg_n, oc_vecs, primfunc_name_hint="conv2d_nchwc",
         )
 
     def _matmul(self, call: relax.Call) -> relax.Expr:

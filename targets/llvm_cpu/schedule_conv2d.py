@@ -15,10 +15,11 @@ from .schedule_utils import (
 class Conv2dNCHWc(CpuRule):
     """conv2d_nchwc (incl. grouped) + fused epilogue.
 
-    Tile: ``reg_n`` output pixels of one row x one ``oc_block`` (``oc_block/lanes`` vectors):
-    ``reg_n * oc_block / lanes`` accumulators stay in registers across the whole reduction
-    (input-channel chunks, kh, kw, channels of the block); the inner step is one broadcast of an
-    input pixel and ``oc_block/lanes`` FMAs per pixel. Outer loops (batch, oc chunk, output
+    Tile: ``reg_n`` output pixels of one row x ``oc_vecs`` output-channel blocks
+    (``oc_vecs * oc_block/lanes`` vectors, both from :meth:`CpuScheduleConfig.conv_tile`):
+    the accumulators stay in registers across the whole reduction (input-channel chunks, kh,
+    kw, channels of the block); the inner step is one broadcast of an input pixel shared by
+    the tile's weight vectors. Outer loops (batch, oc chunk, output
     row) are fused and run in parallel; the epilogue (bias, relu, residual add, crop) is
     computed from the register tile before it is stored.
     """
@@ -35,7 +36,9 @@ class Conv2dNCHWc(CpuRule):
         if conv is None:
             return None
         config = self.config_for(target)
-        reg_n = int(sch.get(conv).annotations["accelc.reg_n"])
+        ann = sch.get(conv).annotations
+        reg_n = int(ann["accelc.reg_n"])
+        oc_vecs = int(ann.get("accelc.oc_vecs", 1))
         for block in producers_before(sch, conv):
             schedule_injective(sch, block, config)
         loops = sch.get_loops(conv)
@@ -44,26 +47,29 @@ class Conv2dNCHWc(CpuRule):
         else:
             n, oc, oh, ow, ob, rc, rh, rw, rb = loops
         xo, xi = sch.split(ow, [None, reg_n])
+        oc, oci = sch.split(oc, [None, oc_vecs])
         if depthwise:
-            sch.reorder(n, oc, oh, xo, rh, rw, xi, ob)
+            sch.reorder(n, oc, oh, xo, rh, rw, xi, oci, ob)
             reduce_outer = rh
         elif config.unroll_kw:
-            sch.reorder(n, oc, oh, xo, rc, rh, rb, rw, xi, ob)
+            sch.reorder(n, oc, oh, xo, rc, rh, rb, rw, xi, oci, ob)
             sch.unroll(rw)
             reduce_outer = rc
         else:
-            sch.reorder(n, oc, oh, xo, rc, rh, rw, rb, xi, ob)
+            sch.reorder(n, oc, oh, xo, rc, rh, rw, rb, xi, oci, ob)
             reduce_outer = rc
         outer = sch.fuse(n, oc, oh)
         if config.num_cores > 1:
             sch.parallel(outer)
         sch.unroll(xi)
+        sch.unroll(oci)
         sch.vectorize(ob)
         sch, _ = place_epilogue(sch, conv, xo, config)
         init = sch.decompose_reduction(conv, reduce_outer)
         init_loops = sch.get_loops(init)
         sch.vectorize(init_loops[-1])
         sch.unroll(init_loops[-2])
+        sch.unroll(init_loops[-3])
         return sch
 
 

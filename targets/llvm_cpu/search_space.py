@@ -137,8 +137,9 @@ CONV_VARIANTS = ("kw_unrolled", "kw_outer")
 def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
     """Packed (grouped or depthwise) conv2d: knobs ``oc_inner`` (output-channel chunks
     computed per input row, inside the parallel loop) and ``tile_w`` (pixels of the register
-    tile, a divisor of the compute's ``reg_n``); variants put kw inside or outside the
-    input-channel block loop."""
+    tile, a divisor of the compute's ``reg_n``); the register tile's output-channel blocks
+    are the compute's ``oc_vecs`` (fixed: the compute's padded width was chosen with them);
+    variants put kw inside or outside the input-channel block loop."""
     config = _config()
     depthwise = str(sch.get(block).annotations["schedule_rule"]) == compute.DEPTHWISE_CONV2D_NCHWC
     name_hint = sch.get(block).name_hint
@@ -154,29 +155,33 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
             n, oc, oh, ow, ob, rh, rw = loops
         else:
             n, oc, oh, ow, ob, rc, rh, rw, rb = loops
+        oc_vecs = int(s.get(conv).annotations.get("accelc.oc_vecs", 1))
         xo, xi = s.split(ow, [None, reg_n])
+        oc, ocr = s.split(oc, [None, oc_vecs])  # the register tile's channel blocks (compute's choice)
         oco, oci = s.split(oc, _tile(s, oc, 16))
         xm, xr = s.split(xi, _tile(s, xi, reg_n))
         if depthwise:
-            s.reorder(n, oco, oh, oci, xo, xm, rh, rw, xr, ob)
+            s.reorder(n, oco, oh, oci, xo, xm, rh, rw, xr, ocr, ob)
             reduce_outer = rh
         elif variant == "kw_unrolled":
-            s.reorder(n, oco, oh, oci, xo, xm, rc, rh, rb, rw, xr, ob)
+            s.reorder(n, oco, oh, oci, xo, xm, rc, rh, rb, rw, xr, ocr, ob)
             s.unroll(rw)
             reduce_outer = rc
         else:
-            s.reorder(n, oco, oh, oci, xo, xm, rc, rh, rw, rb, xr, ob)
+            s.reorder(n, oco, oh, oci, xo, xm, rc, rh, rw, rb, xr, ocr, ob)
             reduce_outer = rc
         outer = s.fuse(n, oco, oh)
         if config.num_cores > 1:
             s.parallel(outer)
         s.unroll(xr)
+        s.unroll(ocr)
         s.vectorize(ob)
         s, _ = place_epilogue(s, conv, xo, config)
         init = s.decompose_reduction(conv, reduce_outer)
         init_loops = s.get_loops(init)
         s.vectorize(init_loops[-1])
         s.unroll(init_loops[-2])
+        s.unroll(init_loops[-3])
         return s
 
     return _variants(sch, CONV_VARIANTS[:1] if depthwise else CONV_VARIANTS, build)
