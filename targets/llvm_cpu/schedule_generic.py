@@ -64,7 +64,7 @@ def _schedule_reduction(sch, block, config: CpuScheduleConfig) -> None:
     # Vectorize over the innermost spatial axis when it is the contiguous one of a packed
     # layout (NCHW{c}c pooling): reduction loops go outside it.
     vector_inner = (
-        spatial and kinds[-1] == "S" and inner_ext is not None and 4 <= inner_ext <= 64
+        spatial and inner_ext is not None and 4 <= inner_ext <= 64 and _contiguous_inner(sch, block)
     )
     if vector_inner:
         outer = spatial[:-1]
@@ -77,9 +77,28 @@ def _schedule_reduction(sch, block, config: CpuScheduleConfig) -> None:
         if config.num_cores > 1 and loop_extent(sch, fused) > 1:
             sch.parallel(fused)
     if vector_inner:
+        sch.vectorize(spatial[-1])  # before decompose_reduction (it refuses a lane loop after)
         init = sch.decompose_reduction(block, reduce[0])
-        sch.vectorize(spatial[-1])
         sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _contiguous_inner(sch, block) -> bool:
+    """The block's last iter is spatial and is the last index of its output and of every
+    input (the channel block of NCHW{c}c pooling): lanes along it are contiguous loads."""
+    stmt = sch.get(block)
+    last = stmt.iter_vars[-1] if stmt.iter_vars else None
+    if last is None or int(last.iter_type) == _REDUCE:
+        # loops may list the reductions last; find the last spatial iter instead
+        spatial = [iv for iv in stmt.iter_vars if int(iv.iter_type) != _REDUCE]
+        if not spatial:
+            return False
+        last = spatial[-1]
+    var = last.var
+    regions = list(stmt.writes) + list(stmt.reads)
+    return bool(regions) and all(
+        r.region and isinstance(r.region[-1].min, tirx.Var) and r.region[-1].min.same_as(var)
+        for r in regions
+    )
 
 
 class GenericCpu(CpuRule):
