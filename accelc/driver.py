@@ -543,18 +543,25 @@ def bench(opts: BenchOptions, out=None) -> BenchResult:
 
 
 BENCH_BLOCK = 5
+# Idle time before each block: the engine that ran before leaves its worker threads
+# spin-waiting (onnxruntime's pool and TVM's both spin before they sleep); on 2 cores a
+# spinning thread takes a core from the next engine's pool. Measured on one ResNet-50 conv:
+# 6.4 ms right after onnxruntime's block vs 2.3 ms after a 0.1 s pause (alone: 2.3 ms).
+BENCH_SWITCH_PAUSE_S = 0.05
 
 
 def _interleaved_blocks(engines: dict, repeat: int, warmup: int) -> dict[str, list[float]]:
     """``repeat`` timed runs per engine, taken in alternating blocks of ``BENCH_BLOCK``.
 
-    Engines alternate so that machine noise hits them alike, but in blocks, each opened by
-    ``warmup`` untimed runs: run-by-run alternation would time one engine's worker threads
-    fighting the other's, which are still spin-waiting from the run before.
+    Engines alternate so that machine noise hits them alike, but in blocks, each opened by a
+    short pause (``BENCH_SWITCH_PAUSE_S``) and ``warmup`` untimed runs: run-by-run alternation
+    would time one engine's worker threads fighting the other's, which are still
+    spin-waiting from the run before.
     """
     times: dict[str, list[float]] = {name: [] for name in engines}
     while any(len(t) < repeat for t in times.values()):
         for name, fn in engines.items():
+            time.sleep(BENCH_SWITCH_PAUSE_S)
             for _ in range(max(warmup, 1)):
                 fn()
             for _ in range(min(BENCH_BLOCK, repeat - len(times[name]))):

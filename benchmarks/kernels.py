@@ -221,12 +221,15 @@ def _calibrate(fn, target_s=0.004) -> int:
 
 
 def time_interleaved(fns: dict, samples: int, max_total_s: float = 20.0) -> dict:
-    """Median seconds per call of each fn, sampled round-robin."""
+    """Median seconds per call of each fn, sampled round-robin; each sample opens with a
+    pause and an untimed call (``accelc.driver.BENCH_SWITCH_PAUSE_S`` says why)."""
     inner = {k: _calibrate(f) for k, f in fns.items()}
     times = {k: [] for k in fns}
     start = time.perf_counter()
     for _ in range(samples):
         for k, f in fns.items():
+            time.sleep(0.02)  # let the previous engine's spinning worker threads go idle
+            f()
             t0 = time.perf_counter()
             for _ in range(inner[k]):
                 f()
