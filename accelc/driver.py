@@ -546,8 +546,9 @@ BENCH_BLOCK = 5
 # Idle time before each block: the engine that ran before leaves its worker threads
 # spin-waiting (onnxruntime's pool and TVM's both spin before they sleep); on 2 cores a
 # spinning thread takes a core from the next engine's pool. Measured on one ResNet-50 conv:
-# 6.4 ms right after onnxruntime's block vs 2.3 ms after a 0.1 s pause (alone: 2.3 ms).
-BENCH_SWITCH_PAUSE_S = 0.05
+# 6.4 ms right after onnxruntime's block vs 2.3 ms after a 0.1 s pause (alone: 2.3 ms); a
+# 128x768x3072 matmul: first call 2.2x slower after pauses up to 0.02 s, as alone from 0.1 s.
+BENCH_SWITCH_PAUSE_S = 0.1
 
 
 def _interleaved_blocks(engines: dict, repeat: int, warmup: int) -> dict[str, list[float]]:

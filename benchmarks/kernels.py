@@ -228,7 +228,7 @@ def time_interleaved(fns: dict, samples: int, max_total_s: float = 20.0) -> dict
     start = time.perf_counter()
     for _ in range(samples):
         for k, f in fns.items():
-            time.sleep(0.02)  # let the previous engine's spinning worker threads go idle
+            time.sleep(0.1)  # let the previous engine's spinning worker threads go idle
             f()
             t0 = time.perf_counter()
             for _ in range(inner[k]):
