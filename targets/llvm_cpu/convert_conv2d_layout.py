@@ -29,8 +29,8 @@ def is_narrow_group_1x1(call: relax.Call, config: CpuScheduleConfig) -> bool:
     vector width: NCHW{c}c would vectorize it over 2- to 8-channel blocks (SqueezeNet's
     1000-class conv10 got 8-channel blocks, half an AVX-512 vector, and took a third of the
     model's time), so it stays NCHW and :class:`LegalizePackedOps` lowers it to a per-group
-    GEMM vectorized over pixels. Ungrouped convs qualify when their output channels are no
-    multiple of the vector width (their inputs can then stay packed in the producer)."""
+    GEMM vectorized over pixels. Ungrouped convs qualify when their output channels are many
+    (>= 8 vectors) and no multiple of the vector width."""
     attrs = call.attrs
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return False
@@ -45,7 +45,9 @@ def is_narrow_group_1x1(call: relax.Call, config: CpuScheduleConfig) -> bool:
         return False
     lanes = config.vector_lanes
     if groups == 1:
-        return wshape[0] % lanes != 0 and dshape[2] * dshape[3] >= lanes
+        # Only wide layers: a GEMM of few output rows (MobileNetV2's 24-channel projections)
+        # is 5x slower over pixel lanes than in NCHW8c, and its neighbours then need transforms.
+        return wshape[0] % lanes != 0 and wshape[0] >= 8 * lanes and dshape[2] * dshape[3] >= lanes
     return (dshape[1] // groups) % lanes != 0 or (wshape[0] // groups) % lanes != 0
 
 

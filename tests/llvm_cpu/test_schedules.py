@@ -62,7 +62,7 @@ CONV_CASES = [
     # C, O, H, W, K, stride, pad, groups, residual
     (16, 32, 9, 9, 3, 1, 1, 1, False),     # 3x3, blocks 16
     (3, 24, 15, 13, 7, 2, 3, 1, False),    # first layer: 3 channels, odd sizes, 7x7 stride 2
-    (20, 36, 7, 11, 1, 1, 0, 1, True),     # 1x1, outputs no multiple of the lanes: NCHW GEMM, + residual
+    (20, 36, 7, 11, 1, 1, 0, 1, True),     # 1x1, few outputs, no multiple of the lanes: packed (4c), + residual
     (20, 36, 7, 11, 3, 1, 1, 1, True),     # 3x3, channels not divisible by 16 (block 4), + residual
     (64, 1000, 13, 13, 1, 1, 0, 1, False),  # SqueezeNet conv10: 1000 outputs on pixel lanes
     (64, 64, 14, 14, 1, 2, 0, 1, False),   # 1x1 stride 2
@@ -105,7 +105,7 @@ def test_conv2d_bias_relu(c, o, h, w, k, s, p, g, residual):
     _check(vm, [x, res] if residual else [x], np.maximum(ref, 0))
     lanes = cpu.config_from_target(TARGET).vector_lanes
     narrow = k == 1 and s == 1 and p == 0 and (
-        (1 < g < c and ((c // g) % lanes or (o // g) % lanes)) or (g == 1 and o % lanes and h * w >= lanes))
+        (1 < g < c and ((c // g) % lanes or (o // g) % lanes)) or (g == 1 and o % lanes and o >= 8 * lanes and h * w >= lanes))
     depthwise = g == c == o
     expected = "Conv2d1x1NCHW" if narrow else "DepthwiseConv2dNCHWc" if depthwise else "Conv2dNCHWc"
     assert sched.fired.get(expected) == 1, sched.fired
