@@ -146,7 +146,7 @@ class RunOptions:
     seed: int = 0
     rpc_tracker: str | None = None  # HOST:PORT: run on a device from this TVM RPC tracker
     rpc_key: str | None = None
-    profile: bool = False  # --profile: per-layer report of one run (targets that offload: vta)
+    profile: bool = False  # --profile: per-kernel report (llvm: in-context times; vta: cycles per layer)
     force_serial: bool = False  # --force-serial: offloaded layers without latency hiding
 
 

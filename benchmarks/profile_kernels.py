@@ -1,6 +1,7 @@
 """Per-kernel profile of a compiled model: which PrimFunc got which accelc schedule rule,
 its time per inference (each PrimFunc compiled and timed alone, best of 5, times its calls in
-main; TVM 0.27's relax VM has no profiler) and GFLOP/s for multiply-add reductions (GEMM/conv).
+main) and GFLOP/s for multiply-add reductions (GEMM/conv). ``accelc run ARTIFACT --profile``
+times the same kernels in context instead (caches and thread pool as the model leaves them).
 
 Usage: python benchmarks/profile_kernels.py MODEL.onnx [--threads 2] [--runs 5] [--top 25]
 """
@@ -35,32 +36,10 @@ def lowered_module(model: str, threads: int):
 
 
 def gemm_flops(func) -> float | None:
-    """2 x (product of all loop extents around the block holding a multiply-add reduction)."""
-    from tvm import tirx
+    """Multiply-add flops of a kernel (``accelc run --profile`` counts the same way)."""
+    from accelc.targets.llvm_cpu.profile import kernel_flops
 
-    best = None
-
-    def visit(stmt, extents):
-        nonlocal best
-        if isinstance(stmt, tirx.For):
-            visit(stmt.body, extents + [int(stmt.extent)] if isinstance(stmt.extent, tirx.IntImm) else extents)
-            return
-        if hasattr(stmt, "seq"):
-            for s in stmt.seq:
-                visit(s, extents)
-            return
-        for attr in ("body", "block"):
-            child = getattr(stmt, attr, None)
-            if child is not None and not isinstance(child, (int, str)):
-                if hasattr(stmt, "iter_vars") and attr == "body" and any(int(iv.iter_type) == 2 for iv in stmt.iter_vars):
-                    n = 1
-                    for e in extents:
-                        n *= e
-                    best = max(best or 0, 2.0 * n)
-                visit(child, extents)
-
-    visit(func.body, [])
-    return best
+    return kernel_flops(func)
 
 
 def main(argv=None) -> int:

@@ -61,5 +61,18 @@ class LLVMCPU(TargetBackend):
 
         return llvm_cpu.schedule_passes(target)
 
+    def bind_passes(self, target) -> list:
+        # Not a binding: the kernel table `accelc run --profile` reads, embedded at every -O.
+        from .llvm_cpu.profile import EmbedKernelTable
+
+        return [EmbedKernelTable()]
+
+    def profile(self, vm, args, force_serial: bool = False) -> str:
+        from .llvm_cpu.profile import profile
+
+        if force_serial:
+            raise TargetError("--force-serial: only the vta target has a serial mode to compare")
+        return profile(vm, args)
+
 
 LLVM = register(LLVMCPU("llvm", "host x86-64 CPU via LLVM (mcpu and num-cores detected)"))
