@@ -162,6 +162,7 @@ def phase4_target_lowering(opts: PipelineOptions, backend, target) -> list:
     if opts.opt_level >= 2:
         passes += backend.schedule_passes(target)
     passes += backend.bind_passes(target)  # e.g. GPU thread binding, needed even at O0
+    passes += backend.artifact_passes(target)  # e.g. llvm's kernel table for run --profile
     passes += [
         relax.transform.DeadCodeElimination(),
         relax.transform.RewriteDataflowReshape(),

@@ -61,8 +61,7 @@ class LLVMCPU(TargetBackend):
 
         return llvm_cpu.schedule_passes(target)
 
-    def bind_passes(self, target) -> list:
-        # Not a binding: the kernel table `accelc run --profile` reads, embedded at every -O.
+    def artifact_passes(self, target) -> list:
         from .llvm_cpu.profile import EmbedKernelTable
 
         return [EmbedKernelTable()]

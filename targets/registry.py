@@ -109,6 +109,12 @@ class TargetBackend:
         bind loops to blocks/threads); runs after ``schedule_passes``."""
         return []
 
+    def artifact_passes(self, target) -> list:
+        """Whole-module additions to the artifact, after every kernel is scheduled, at every
+        opt level (llvm: the kernel table ``accelc run --profile`` reads); never applied to
+        the single-kernel modules ``accelc tune`` measures."""
+        return []
+
 
 _REGISTRY: dict[str, TargetBackend] = {}
 

@@ -44,16 +44,26 @@ class KnobSetting:
 
 
 def kernel_op(func) -> str | None:
-    """The template tag of the kernel's one tagged block (``accelc.llvm_cpu.*``), else None."""
+    """The template tag of the kernel's one tagged block (``accelc.llvm_cpu.*``), with
+    ``@vN`` appended for template version N > 1 (``accelc.template_version``), else None.
+    Settings transfer only between kernels of the same op and version: a knob tuned on an
+    older template (e.g. a 1-block conv register tile) says nothing about a newer one."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
     found = []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        tag = str(sch.get(block).annotations.get("schedule_rule", ""))
+        ann = sch.get(block).annotations
+        tag = str(ann.get("schedule_rule", ""))
         if tag.startswith(_PREFIX) and tag != "accelc.llvm_cpu.bsr":  # BSR: per sparsity pattern, no transfer
-            found.append(tag)
+            version = int(ann.get("accelc.template_version", 1))
+            found.append(tag if version == 1 else f"{tag}@v{version}")
     return found[0] if len(found) == 1 else None
+
+
+def op_tag(op: str) -> str:
+    """The ``schedule_rule`` tag of a ``kernel_op`` (its version suffix dropped)."""
+    return op.split("@", 1)[0]
 
 
 def kernel_shapes(func) -> list[list[int]]:
@@ -129,12 +139,12 @@ def apply_setting(func, setting: KnobSetting, target):
 
     from .tasks import as_tune_module
 
-    space = search_space.SPACES.get(setting.op)
+    space = search_space.SPACES.get(op_tag(setting.op))
     if space is None or kernel_op(func) != setting.op:
         return None
     sch = s_tir.Schedule(as_tune_module(func))
     block = next((b for b in sch.get_child_blocks(sch.get_sblock("root"))
-                  if str(sch.get(b).annotations.get("schedule_rule", "")) == setting.op), None)
+                  if str(sch.get(b).annotations.get("schedule_rule", "")) == op_tag(setting.op)), None)
     if block is None:
         return None
     try:

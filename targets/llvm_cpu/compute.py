@@ -2,7 +2,9 @@
 
 Every main block carries ``schedule_rule = "accelc.llvm_cpu.<kernel>"`` as a block attribute, so
 the rules find their block again after FuseOps/FuseTIR (and a MetaSchedule ``ApplyCustomRule``
-can later dispatch on the same name).
+can later dispatch on the same name). ``accelc.template_version`` (absent = 1) changes when a
+template's knobs change meaning: tuning records of another version neither match (the
+workload hash differs) nor transfer (``accelc/tuning/transfer.py`` compares it).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, re
             axis=[rc, rh, rw, rb],
         ),
         name="conv2d_nchwc",
-        attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n, "accelc.oc_vecs": oc_vecs},
+        attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n, "accelc.oc_vecs": oc_vecs,
+               "accelc.template_version": 2},
     )
     if owp == ow:
         return conv

@@ -12,6 +12,7 @@ import pytest
 from zoo import ort_run
 
 from accelc.models import DEFAULT_INPUT_SHAPE, default_model_path
+from accelc.tuning.transfer import op_tag
 
 pytest.importorskip("onnxruntime")
 
@@ -44,7 +45,7 @@ def _variant(sch):
 
 def test_template_kernels_get_our_design_spaces(digits_tasks):
     ops = {t.op for t in digits_tasks.tasks} - {None}
-    assert ops == {"accelc.llvm_cpu.conv2d_nchwc", "accelc.llvm_cpu.dense_packed"}
+    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v2", "accelc.llvm_cpu.dense_packed"}  # conv template v2: multi-block tile
     for task in digits_tasks.tasks:
         if task.op is None:
             continue
@@ -59,8 +60,26 @@ def test_template_kernels_get_our_design_spaces(digits_tasks):
                            if i.kind.name == "Annotate"), task.name
 
 
+def test_settings_of_another_template_version_do_not_transfer(digits_tasks):
+    """A knob setting tuned on the v1 conv template (one output-channel block in the register
+    tile) is no evidence for v2: ``nearest`` finds nothing for a v2 kernel, a v2 setting is
+    found (shipped logs from before the change must not steer the new kernels)."""
+    from accelc.tuning.transfer import KnobSetting, nearest
+
+    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v2")
+    shapes = tuple(tuple(s) for s in task.shapes)
+
+    def setting(op):
+        return KnobSetting(op, shapes, "kw_unrolled", (1, 4), "w", "t", 1e-4, 2e-4)
+
+    old = {"accelc.llvm_cpu.conv2d_nchwc": [setting("accelc.llvm_cpu.conv2d_nchwc")]}
+    assert nearest(old, task.op, task.shapes) == []
+    new = {task.op: [setting(task.op)]}
+    assert [d for d, _ in nearest(new, task.op, task.shapes)] == [0.0]
+
+
 def test_stock_space_is_metaschedules_own(digits_tasks):
-    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc")
+    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v2")
     _, spaces = _spaces(digits_tasks, task, enabled=False)
     assert spaces and all(_variant(s) is None for s in spaces)
     assert any(i.kind.name == "Annotate" and str(i.attrs[0]).startswith("meta_schedule.")
@@ -91,7 +110,7 @@ def test_every_decision_replays(digits_tasks):
             block = next(b for b in sch.get_child_blocks(sch.get_sblock("root"))
                          if "schedule_rule" in sch.get(b).annotations)
             with mt.target:
-                spaces = search_space.SPACES[task.op](sch, block)
+                spaces = search_space.SPACES[op_tag(task.op)](sch, block)
             for space in spaces:
                 for seed in range(1, 9):
                     tvm.s_tir.Trace(space.trace.insts, {}).apply_to_schedule(
@@ -152,7 +171,7 @@ def test_knob_settings_transfer_to_the_nearest_shape(digits_tasks, tmp_path):
     import accelc
     from accelc.tuning.transfer import KnobSetting, apply_setting, knobs_of_trace
 
-    convs = [t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc"]
+    convs = [t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v2"]
     assert len(convs) >= 2
     donor = convs[-1]
     _, spaces = _spaces(digits_tasks, donor)
