@@ -35,6 +35,8 @@ class ApplyCpuSchedules:  # pylint: disable=too-few-public-methods
                 continue
             target = func.attrs.get("target") if func.attrs else None
             target = target or self.target or Target.current(allow_none=False)
+            if _tiny(func):
+                target = _serial(target)
             for rule in self.rules:
                 name = getattr(rule, "name", type(rule).__name__)
                 try:
@@ -58,6 +60,39 @@ class ApplyCpuSchedules:  # pylint: disable=too-few-public-methods
         for g_var, func in updates.items():
             mod[g_var] = func
         return mod
+
+
+# Kernels below this much work run on one thread: waking the pool and joining it costs a few
+# microseconds a kernel, more than splitting a few microseconds of work saves (the digits CNN:
+# 6 kernels of 3-30 kFLOP each, where the pool made accelc slower than onnxruntime).
+SERIAL_MAX_FLOPS = 4e5
+SERIAL_MAX_ELEMENTS = 16384
+
+
+def _tiny(func: tirx.PrimFunc) -> bool:
+    """Little work: multiply-adds below ``SERIAL_MAX_FLOPS`` and no buffer larger than
+    ``SERIAL_MAX_ELEMENTS`` elements (copies and elementwise kernels move that many)."""
+    from .profile import kernel_flops
+
+    largest = 0
+    for param in func.params:
+        shape = getattr(param.ty, "shape", None)
+        if shape is None:
+            continue
+        try:
+            size = 1
+            for d in shape:
+                size *= int(d)
+        except (TypeError, ValueError):
+            return False  # symbolic shapes: keep the parallel schedule
+        largest = max(largest, size)
+    return largest <= SERIAL_MAX_ELEMENTS and (kernel_flops(func) or 0.0) < SERIAL_MAX_FLOPS
+
+
+def _serial(target: Target) -> Target:
+    config = dict(target.export())
+    config["num-cores"] = 1
+    return Target(config)
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:

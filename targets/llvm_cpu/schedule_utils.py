@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from tvm import relax, s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
@@ -29,7 +31,11 @@ class CpuRule(ScheduleRule):
         self.config = config
 
     def config_for(self, target: Target) -> CpuScheduleConfig:
-        return self.config or config_from_target(target)
+        config = self.config or config_from_target(target)
+        cores = int(target.attrs.get("num-cores", 0) or 0) if target is not None else 0
+        if cores == 1 and config.num_cores != 1:  # a kernel ApplyCpuSchedules runs serially
+            config = dataclasses.replace(config, num_cores=1)
+        return config
 
 
 def find_rule_block(sch: s_tir.Schedule, rule: str):

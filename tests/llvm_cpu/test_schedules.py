@@ -176,6 +176,32 @@ def test_packed_pooling_is_vectorized_over_the_channel_block():
     np.testing.assert_array_equal(out.numpy(), win.max(axis=(5, 6)))
 
 
+def test_tiny_kernels_run_serially():
+    """Kernels of a few kFLOP skip the thread pool (waking and joining it cost more than the
+    work: the digits CNN ran 1.9x faster); big ones stay parallel."""
+    from accelc.targets.llvm_cpu.apply_cpu_schedules import SERIAL_MAX_FLOPS
+
+    def conv_mod(c, o, hw):
+        rng = np.random.default_rng(0)
+        bb = relax.BlockBuilder()
+        xv = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
+        with bb.function("main", [xv]):
+            with bb.dataflow():
+                w = relax.const(rng.standard_normal((o, c, 3, 3)).astype("float32"))
+                y = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, w, padding=1)))))
+            bb.emit_func_output(y)
+        passes = [*cpu.layout_passes(TARGET), relax.transform.FoldConstant(), relax.transform.LegalizeOps(),
+                  relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+                  *cpu.schedule_passes(TARGET)]
+        with TARGET:
+            mod = tvm.transform.Sequential(passes)(bb.get())
+        return [f for g, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in g.name_hint][0]
+
+    assert 2 * 16 * 16 * 9 * 64 < SERIAL_MAX_FLOPS
+    assert "T.parallel" not in conv_mod(16, 16, 8).script()
+    assert "T.parallel" in conv_mod(32, 32, 28).script()
+
+
 def test_channel_block_and_register_tile():
     assert [channel_block(c, 16) for c in (3, 16, 24, 36, 1000, 64, 58)] == [3, 16, 8, 4, 8, 16, 2]
     avx2 = CpuScheduleConfig(vector_lanes=8, conv_max_accum=12)
