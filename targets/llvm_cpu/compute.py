@@ -133,17 +133,29 @@ def dense_packed(data, weight_packed, n_valid, out_dtype):
     return te.compute((*batch, n_valid), lambda *i: dense(*i), name="dense_packed_crop")
 
 
-def conv2d_1x1_nchw(data, kernel, groups, out_dtype, pixel_tile):
+def conv2d_1x1_nchw(data, kernel, groups, out_dtype, pixel_tile, rows=0):
     """Grouped 1x1 stride-1 conv2d in plain NCHW / OIHW, as one GEMM per group over pixels:
     ``out[n, o, p] = sum_c x[n, g(o) * cg + c, p] * w[o, c]`` with ``p = h * W + w``.
 
     For groups whose channel counts are no multiple of the vector width (ShuffleNet: 34
     channels a group), where NCHW{c}c would get 2-channel blocks: here the vector axis is the
     pixel axis. Pixels are padded up to a multiple of ``pixel_tile`` (a copy block that also
-    flattens H, W) and cropped back to (H, W) by a trailing block.
+    flattens H, W) and cropped back to (H, W) by a trailing block. ``rows`` (annotated for
+    the schedule; 0: the schedule chooses) are the output channels of the register tile.
+    ``kernel`` is OIHW, or the constant weight pre-transposed to ``[cg, O]`` so that the
+    ``rows`` weights a tile broadcasts per input channel sit side by side.
     """
     n, c, h, w = (int(x) for x in data.shape)
-    o, cg = int(kernel.shape[0]), int(kernel.shape[1])
+    if len(kernel.shape) == 2:  # pre-transposed [cg, O]: a tile's rows are contiguous
+        cg, o = int(kernel.shape[0]), int(kernel.shape[1])
+
+        def weight(oc, k):
+            return kernel[k, oc]
+    else:
+        o, cg = int(kernel.shape[0]), int(kernel.shape[1])
+
+        def weight(oc, k):
+            return kernel[oc, k, 0, 0]
     og = o // groups
     hw = h * w
     pp = -(-hw // pixel_tile) * pixel_tile
@@ -156,11 +168,11 @@ def conv2d_1x1_nchw(data, kernel, groups, out_dtype, pixel_tile):
     gemm = te.compute(
         (n, o, pp),
         lambda b, oc, p: te.sum(
-            flat[b, (oc // og) * cg + rc, p].astype(out_dtype) * kernel[oc, rc, 0, 0].astype(out_dtype),
+            flat[b, (oc // og) * cg + rc, p].astype(out_dtype) * weight(oc, rc).astype(out_dtype),
             axis=[rc],
         ),
         name="conv2d_1x1_nchw",
         attrs={"schedule_rule": CONV2D_1X1_NCHW, "accelc.groups": groups, "accelc.pixel_tile": pixel_tile,
-               "accelc.width": w, "accelc.pixels": hw},
+               "accelc.width": w, "accelc.pixels": hw, "accelc.rows": rows, "accelc.template_version": 2},
     )
     return te.compute((n, o, h, w), lambda b, oc, y, x: gemm[b, oc, y * w + x], name="conv2d_1x1_nchw_crop")

@@ -25,8 +25,8 @@ class CpuScheduleConfig:
     dense_block_n:     columns of one packed weight panel of dense/matmul (multiple of lanes).
     dense_max_accum:   vector accumulators of the dense micro-kernel (rows x panel vectors).
     unroll_kw:         unroll the kernel-width loop of conv (puts kw inside the ic block loop).
-    conv1x1_pixel_vecs: pixel vectors of the register tile of the NCHW grouped 1x1 conv (the
-                       tile is this many vectors x up to ``conv_max_accum / conv1x1_pixel_vecs``
+    conv1x1_pixel_vecs: largest number of pixel vectors in the register tile of the NCHW
+                       grouped 1x1 conv (``conv1x1_tile`` picks the tile: pixel vectors x
                        output channels, a divisor of the group's output channels).
     """
 
@@ -38,7 +38,7 @@ class CpuScheduleConfig:
     dense_block_n: int = 16
     dense_max_accum: int = 12
     unroll_kw: bool = True
-    conv1x1_pixel_vecs: int = 2
+    conv1x1_pixel_vecs: int = 8
 
     def conv_reg_n(self, out_width: int, oc_block: int) -> int:
         """Output pixels per register tile: a divisor of ``out_width`` if a good one exists.
@@ -80,6 +80,30 @@ class CpuScheduleConfig:
                 score = (step * padded / (fmas * out_width), -fmas, chunks)
                 if best is None or score < best[0]:
                     best = (score, pixels, chunks)
+        return best[1], best[2]
+
+    def conv1x1_tile(self, group_out: int, pixels: int) -> tuple[int, int]:
+        """(output-channel rows, pixel vectors) of the NCHW grouped 1x1 GEMM's register tile.
+
+        Per input channel the tile loads ``pixel vectors`` and broadcasts ``rows`` weights for
+        ``rows x pixel vectors`` FMAs; rows divide the group's outputs (ShuffleNet's 34 a
+        group allow 1, 2, 17 or 34, and a fixed 2-vector pixel tile left 2 x 2 = 4
+        accumulators). Same model as :meth:`conv_tile`: cycles per step ``max(FMAs, loads,
+        8)`` over useful FMAs, the padded pixels counted; ties go to bigger tiles.
+        """
+        best = None
+        lanes = self.vector_lanes
+        for vecs in range(1, self.conv1x1_pixel_vecs + 1):
+            tile = vecs * lanes
+            padded = -(-pixels // tile) * tile
+            for rows in (r for r in range(1, group_out + 1) if group_out % r == 0):
+                fmas = rows * vecs
+                if fmas > self.conv_max_accum:
+                    break
+                step = max(fmas, rows + vecs, 8)
+                score = (step * padded / (fmas * pixels), -fmas, vecs)
+                if best is None or score < best[0]:
+                    best = (score, rows, vecs)
         return best[1], best[2]
 
 def _has(feature: str, target: Target) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import tvm
 from tvm import IRModule, relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -72,10 +73,15 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
             if str(out_dtype) not in ("float32", ""):
                 return call
             self._count("conv2d_1x1_nchw")
-            tile = self.config.vector_lanes * self.config.conv1x1_pixel_vecs
+            groups = int(attrs.groups)
+            dshape, wshape = static_shape(call.args[0]), static_shape(call.args[1])
+            rows, vecs = self.config.conv1x1_tile(wshape[0] // groups, dshape[2] * dshape[3])
+            weight = call.args[1]
+            if isinstance(weight, tvm.ir.expr.Constant):  # [O, cg, 1, 1] -> [cg, O], at compile time
+                weight = relax.const(np.ascontiguousarray(weight.value.numpy()[:, :, 0, 0].T))
             return self.builder_.call_te(
-                compute.conv2d_1x1_nchw, call.args[0], call.args[1], int(attrs.groups), "float32", tile,
-                primfunc_name_hint="conv2d_1x1_nchw",
+                compute.conv2d_1x1_nchw, call.args[0], weight, groups, "float32",
+                self.config.vector_lanes * vecs, rows, primfunc_name_hint="conv2d_1x1_nchw",
             )
         data_m = _NCHWC.match(attrs.data_layout)
         out_m = _NCHWC.match(attrs.out_layout)

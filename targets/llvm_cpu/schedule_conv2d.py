@@ -77,8 +77,8 @@ class Conv2d1x1NCHW(CpuRule):
     """conv2d_1x1_nchw (grouped 1x1 conv as a GEMM per group, vectorized over pixels) + epilogue.
 
     Tile: ``rows`` output channels of one group x ``pixel_tile`` pixels (``pixel_tile/lanes``
-    vectors): per input channel, ``pixel_tile/lanes`` vector loads shared by the rows and one
-    weight broadcast per row. ``rows`` divides the group's output channels, so the input row
+    vectors; both from :meth:`CpuScheduleConfig.conv1x1_tile`): per input channel,
+    ``pixel_tile/lanes`` vector loads shared by the rows and one weight broadcast per row. ``rows`` divides the group's output channels, so the input row
     ``g(o) * cg + c`` is the same for the whole tile. (batch, group, row tile, pixel tile) are
     fused and run in parallel.
     """
@@ -97,8 +97,10 @@ class Conv2d1x1NCHW(CpuRule):
             schedule_injective(sch, block, config)
         n, o, p, rc = sch.get_loops(gemm)
         og = loop_extent(sch, o) // groups
-        limit = max(1, config.conv_max_accum // max(1, tile // config.vector_lanes))
-        rows = max(r for r in range(1, min(limit, og) + 1) if og % r == 0)
+        rows = int(ann.get("accelc.rows", 0))
+        if rows <= 0 or og % rows:
+            limit = max(1, config.conv_max_accum // max(1, tile // config.vector_lanes))
+            rows = max(r for r in range(1, min(limit, og) + 1) if og % r == 0)
         g, oin = sch.split(o, [groups, og])
         oo, oi = sch.split(oin, [None, rows])
         po, pv, pl = sch.split(p, [None, tile // config.vector_lanes, config.vector_lanes])

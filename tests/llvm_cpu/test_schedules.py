@@ -229,6 +229,34 @@ def test_conv_register_tile_spans_channel_blocks():
             assert pixels * blocks * max(1, 16 // cfg.vector_lanes) <= cfg.conv_max_accum
 
 
+def test_grouped_1x1_tile_and_transposed_weight():
+    """conv1x1_tile: ShuffleNet's 34 outputs a group get 17-row tiles (a fixed 2-vector pixel
+    tile allowed only 2 x 2 accumulators), 28x28 a 7-vector tile that fits 784 pixels
+    exactly; the constant weight is legalized pre-transposed ([cg, O]: a tile's rows
+    contiguous)."""
+    cfg = CpuScheduleConfig(vector_lanes=16, conv_max_accum=24, conv1x1_pixel_vecs=8)
+    assert cfg.conv1x1_tile(34, 196) == (17, 1)
+    assert cfg.conv1x1_tile(34, 784) == (2, 7)
+    for og, px in [(34, 196), (68, 49), (1000, 169), (7, 5)]:
+        rows, vecs = cfg.conv1x1_tile(og, px)
+        assert og % rows == 0 and rows * vecs <= 24 and 1 <= vecs <= 8
+    rng = np.random.default_rng(5)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 136, 7, 7), "float32"))
+    w = rng.standard_normal((136, 34, 1, 1)).astype("float32")
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(xv, relax.const(w), groups=4)))
+        bb.emit_func_output(y)
+    with TARGET:
+        mod = tvm.transform.Sequential(cpu.layout_passes(TARGET))(bb.get())
+    calls = [b.value for blk in mod["main"].body.blocks for b in blk.bindings
+             if isinstance(b.value, relax.Call) and "call_tir" in str(b.value.op)]
+    assert len(calls) == 1
+    weight = calls[0].args[1].fields[1]
+    np.testing.assert_array_equal(weight.value.numpy(), w[:, :, 0, 0].T)  # [cg, O]
+
+
 def test_convert_layout_keeps_narrow_grouped_conv_nchw_after_packed_conv():
     """A grouped 1x1 conv that stays NCHW (ShuffleNet) right after a packed conv: ConvertLayout
     must be told NCHW explicitly, else conv2d's layout inference takes the packed input layout
