@@ -107,3 +107,23 @@ def test_shipped_index_is_consistent():
         log = TuningLog.load(root / entry["log"], missing_ok=False, warn=False)
         assert not log.skipped, entry["log"]
         assert set(entry["targets"]) <= set(log.target_keys()), entry["log"]
+
+
+def test_shipped_digits_log_matches_todays_kernels():
+    """A shipped log goes stale when a kernel template changes (its records then match no
+    kernel): the embedded model's log must still tune some of its kernels here. The other
+    benchmark models: ``benchmarks/results_table.py`` prints tuned / all per model."""
+    import accelc
+    from accelc.models import DEFAULT_INPUT_SHAPE, default_model_path
+    from accelc.tuning.records import target_key
+
+    root = Path(__file__).resolve().parents[2] / "tuning_logs"
+    entry = next((e for e in json.loads((root / "index.json").read_text())["logs"] if e["model"] == "digits"), None)
+    if entry is None:
+        pytest.skip("no shipped digits log")
+    compiled = accelc.compile(str(default_model_path()), input_shapes=DEFAULT_INPUT_SHAPE, tuning_records="auto")
+    import tvm
+
+    if target_key(tvm.target.Target(compiled.signature.target)) not in entry["targets"]:
+        pytest.skip("the shipped log is for another machine kind")
+    assert compiled.tuning is not None and compiled.tuning.tuned, compiled.tuning_note
