@@ -202,6 +202,31 @@ def test_tiny_kernels_run_serially():
     assert "T.parallel" in conv_mod(32, 32, 28).script()
 
 
+def test_layout_transforms_store_contiguously():
+    """NCHW <-> NCHW16c transforms: the innermost (vector) loop runs along the output's last
+    axis, so stores are contiguous (vectorized along w they were a scatter 16 floats apart:
+    ShuffleNet's transforms took 1.9 ms, now 1.1), and the values are a plain permutation."""
+    from tvm import te, topi
+
+    from accelc.targets.llvm_cpu.schedule_generic import GenericCpu
+
+    for src, dst, shape in [("NCHW", "NCHW16c", (1, 32, 6, 5)), ("NCHW16c", "NCHW", (1, 2, 6, 5, 16))]:
+        x = te.placeholder(shape, name="x")
+        y = topi.layout_transform(x, src, dst)
+        sch = GenericCpu(cpu.config_from_target(TARGET)).apply(te.create_prim_func([x, y]), TARGET, False)
+        text = sch.mod.script()
+        inner = text[text.rindex("for "):].split("\n")[0]
+        expect = "T.vectorized(16)" if dst == "NCHW16c" else "T.vectorized(5)"
+        assert expect in inner, (src, dst, inner)
+        ex = tvm.compile(sch.mod, TARGET)
+        data = np.arange(np.prod(shape), dtype="float32").reshape(shape)
+        out = tvm.runtime.tensor(np.zeros([int(d) for d in y.shape], "float32"))
+        ex["main"](tvm.runtime.tensor(data), out)
+        ref = (data.reshape(1, 2, 16, 6, 5).transpose(0, 1, 3, 4, 2) if dst == "NCHW16c"
+               else data.transpose(0, 1, 4, 2, 3).reshape(1, 32, 6, 5))
+        np.testing.assert_array_equal(out.numpy(), ref)
+
+
 def test_channel_block_and_register_tile():
     assert [channel_block(c, 16) for c in (3, 16, 24, 36, 1000, 64, 58)] == [3, 16, 8, 4, 8, 16, 2]
     avx2 = CpuScheduleConfig(vector_lanes=8, conv_max_accum=12)
