@@ -270,11 +270,14 @@ def main(argv=None) -> int:
         result = {"kernels": rows}
     else:
         results = []
+        load_before = os.getloadavg()
         for name in args.models:
             r = bench_model(name, args.repeat, args.warmup, args.calib)
             results.append(r)
             print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in r["median_ms"].items()), flush=True)
-        print(f"\nbatch 1, {THREADS} threads, {args.repeat} runs per engine in alternating blocks, medians\n")
+        load = f"load average (1/5/15 min) {'/'.join(f'{v:.2f}' for v in load_before)} before, " \
+               f"{'/'.join(f'{v:.2f}' for v in os.getloadavg())} after"
+        print(f"\nbatch 1, {THREADS} threads, {args.repeat} runs per engine in alternating blocks, medians; {load}\n")
         print("| model | accelc fp32 ms | accelc int8 ms | ORT fp32 ms | ORT int8 ms | "
               "int8 vs accelc fp32 | accelc int8 vs ORT int8 | rel. err int8 (accelc / ORT) |")
         print("|---|---|---|---|---|---|---|---|")
@@ -291,7 +294,7 @@ def main(argv=None) -> int:
             m = {k: min(v) for k, v in r["times_ms"].items()}
             print(f"| {r['model']} | {m['accelc_fp32']:.1f} | {m['accelc_int8']:.1f} | {m['ort_fp32']:.1f} | "
                   f"{m['ort_int8']:.1f} | {m['accelc_fp32'] / m['accelc_int8']:.2f}x | {m['ort_int8'] / m['accelc_int8']:.2f}x |")
-        result = {"models": results}
+        result = {"models": results, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

@@ -84,6 +84,45 @@ def broadcast_const(vector: np.ndarray, ndim: int, axis: int, dtype: str) -> Con
     return relax.const(vector.astype(dtype).reshape(shape), dtype)
 
 
+def scalar_clamp_kind(func) -> str | None:
+    """"max"/"min" if ``func`` is a PrimFunc computing exactly ``out[i...] = max/min(a[i...],
+    b[()])`` (one block, identity indices, 0-d second operand: the ONNX importer's kernels of
+    ``Clip(x, min, max)`` with bounds as inputs, e.g. MobileNet's ReLU6), else None. (The CPU
+    target's ``ScalarClampToRelax`` matches the same kernels later, in phase 4.)"""
+    from tvm import s_tir, tirx
+
+    if not isinstance(func, tirx.PrimFunc) or len(func.params) != 3:
+        return None
+    blocks = []
+
+    def visit(stmt):
+        if isinstance(stmt, s_tir.SBlockRealize):
+            visit(stmt.block)
+        elif isinstance(stmt, s_tir.SBlock):
+            if stmt.name_hint != "root":
+                blocks.append(stmt)
+            visit(stmt.body)
+        elif isinstance(stmt, tirx.For):
+            visit(stmt.body)
+        elif isinstance(stmt, tirx.SeqStmt):
+            for s in stmt.seq:
+                visit(s)
+
+    visit(func.body)
+    if len(blocks) != 1 or not isinstance(blocks[0].body, tirx.BufferStore):
+        return None
+    store, load = blocks[0].body, tvm.ir.expr.TensorLoad
+    value = store.value
+    kind = "max" if isinstance(value, tirx.Max) else "min" if isinstance(value, tirx.Min) else None
+    if kind is None or not isinstance(value.a, load) or not isinstance(value.b, load):
+        return None
+    iters = [iv.var for iv in blocks[0].iter_vars]
+    same = lambda idx: len(idx) == len(iters) and all(i.same_as(v) for i, v in zip(idx, iters))  # noqa: E731
+    if not (same(store.indices) and same(value.a.indices) and len(value.b.indices) == 0):
+        return None
+    return kind
+
+
 def activation_points(func: relax.Function) -> list[relax.Call]:
     """The activation ``R.quantize`` calls of ``func`` in binding order."""
     points = []

@@ -24,6 +24,7 @@ from .quantize_common import (
     const_value,
     dtype_of,
     is_op,
+    scalar_clamp_kind,
     static_shape,
     weight_channel_axis,
 )
@@ -32,6 +33,9 @@ _op = tvm.ir.Op.get
 ADD, SUBTRACT, MULTIPLY, DIVIDE = (_op(f"relax.{n}") for n in ("add", "subtract", "multiply", "divide"))
 RELU = _op("relax.nn.relu")
 CONCAT = _op("relax.concat")
+MAXIMUM, MINIMUM, CLIP = _op("relax.maximum"), _op("relax.minimum"), _op("relax.clip")
+CALL_TIR = _op("relax.call_tir")
+INT8_RANGE = (-128, 127)
 # Fraction bits of an integer add's common scale (fixedpoint): the smaller input's multiplier
 # is exact to 2**-21 relative, and two 8-bit values times 2**20 still add up inside int32.
 ADD_FRACTION_BITS = 20
@@ -60,6 +64,7 @@ class _Int32:
 class _Realizer(PyExprMutator):
     def __init__(self, mod, power_of_two: bool):
         super().__init__(mod)
+        self.mod_ = mod  # the PrimFuncs a call_tir clamp calls
         self.power_of_two = power_of_two
         self.rewrites = Counter()
         self._views = {}  # the float32 cast var of a float view -> its _Int32
@@ -203,20 +208,30 @@ class _Realizer(PyExprMutator):
         return self._float_view(_Int32(acc, info.scale, info.axis, info.ndim, acc, np.zeros_like(info.scale)))
 
     # -- into int8 -------------------------------------------------------------------------
-    def _int8_of(self, x, scale: float, zero: int = 0):
-        """x quantized to int8 with ``scale`` and zero point ``zero``: requantized from int32
-        when x is an integer value, pushed through ops that commute with quantize, taken from
-        an equal quantize when x is its dequantize (q(dq(q(y))) == q(y)), else quantized from
-        float."""
-        key = (x, scale, zero)
+    def _int8_of(self, x, scale: float, zero: int = 0, bounds: tuple[int, int] = INT8_RANGE):
+        """x quantized to int8 with ``scale`` and zero point ``zero``, clamped to ``bounds``:
+        requantized from int32 when x is an integer value, pushed through ops that commute with
+        quantize, taken from an equal quantize when x is its dequantize (q(dq(q(y))) == q(y)),
+        else quantized from float. A clamp by a constant (max/min, clip: ReLU6) becomes
+        ``bounds``: q(max(x, c)) == max(q(x), q(c)) as q is monotone, and the bounds are the
+        requantize's saturation limits (or one int8 max/min where x is no int32 value)."""
+        key = (x, scale, zero, bounds)
         if key in self._int8:
             return self._int8[key]
         info = self._int_of(x)
         value = self.lookup_binding(x) if isinstance(x, relax.Var) else None
         inner_x, inner_s, inner_z = self._activation_qdq(x)
         commutes = [op for op in QUANTIZE_COMMUTES if zero == 0 or not op.same_as(RELU)]  # q(relu) needs z == 0
+        clamp = self._clamp(value, scale, zero) if info is None else None
+        if clamp is not None:
+            inner, (lo, hi) = clamp
+            result = self._int8_of(inner, scale, zero, (max(bounds[0], lo), min(bounds[1], hi)))
+            self.rewrites["clamp"] += 1
+            self._int8[key] = result
+            return result
         if info is not None:
-            result = self._requantize(info, scale, zero)
+            result = self._requantize(info, scale, zero, bounds)
+            bounds = INT8_RANGE  # applied by the requantize
         elif inner_x is not None and (inner_s, inner_z) == (scale, zero):
             result = self._int8_of(inner_x, scale, zero)
         elif inner_x is not None and self._rescalable(inner_s / scale) and static_shape(x):
@@ -234,8 +249,49 @@ class _Realizer(PyExprMutator):
             q = relax.op.quantize(x, relax.const(np.float32(scale)), relax.const(zero, "int8"), out_dtype="int8")
             result = self.builder_.emit(q, name_hint="x_int8")
             self.rewrites["quantize"] += 1
+        if bounds[0] > INT8_RANGE[0]:
+            result = self.builder_.emit(relax.op.maximum(result, relax.const(bounds[0], "int8")), name_hint="x_int8")
+        if bounds[1] < INT8_RANGE[1]:
+            result = self.builder_.emit(relax.op.minimum(result, relax.const(bounds[1], "int8")), name_hint="x_int8")
         self._int8[key] = result
         return result
+
+    def _clamp(self, value, scale: float, zero: int):
+        """(x, (lo, hi)) if ``value`` clamps the float32 x by constants (R.maximum/R.minimum
+        by a scalar, R.clip, or the importer's call_tir of a scalar max/min kernel), the
+        bounds quantized like the data (float32 c / scale, rounded half to even, + zero),
+        else None."""
+        if value is None:
+            return None
+        lo, hi = -np.inf, np.inf
+        if is_op(value, MAXIMUM) or is_op(value, MINIMUM):
+            x, c = value.args
+            kind = "max" if is_op(value, MAXIMUM) else "min"
+        elif is_op(value, CALL_TIR) and isinstance(value.args[1], relax.Tuple) and len(value.args[1].fields) == 2:
+            x, c = value.args[1].fields
+            kind = scalar_clamp_kind(self.mod_[value.args[0]]) if isinstance(value.args[0], tvm.ir.GlobalVar) else None
+        elif is_op(value, CLIP) and all(isinstance(getattr(a, "value", None), (int, float)) for a in value.args[1:]):
+            x, kind = value.args[0], "clip"  # R.clip(x, min, max): scalar immediates
+            lo, hi = (float(a.value) for a in value.args[1:])
+            c = None
+        else:
+            return None
+        if kind is None or dtype_of(x) != "float32" or dtype_of(value) != "float32":
+            return None
+        if c is not None:
+            if isinstance(c, relax.Var) and self.lookup_binding(c) is not None:
+                c = self.lookup_binding(c)
+            bound = const_value(c)
+            if bound is None or bound.size != 1:
+                return None
+            lo, hi = (float(bound.reshape(())), np.inf) if kind == "max" else (-np.inf, float(bound.reshape(())))
+
+        def q(v):  # relax.quantize of a float32 constant
+            if not np.isfinite(v):
+                return INT8_RANGE[0] if v < 0 else INT8_RANGE[1]
+            return int(np.clip(np.round(np.float32(v) / np.float32(scale)) + zero, *INT8_RANGE))
+
+        return x, (q(lo), q(hi))
 
     def _rescalable(self, ratio: float) -> bool:
         """Shift mode rescales only by powers of two; fixedpoint by any ratio."""
@@ -258,8 +314,9 @@ class _Realizer(PyExprMutator):
         axis = 1 if len(shape) > 1 else 0
         return _Int32(held, np.full(shape[axis], scale), axis, len(shape), held, np.zeros(shape[axis]))
 
-    def _requantize(self, info: _Int32, scale: float, zero: int = 0):
-        """int32 acc -> int8: clip(((acc * M0 + 2**(n-1)) >> n) + zero, -128, 127) in int64."""
+    def _requantize(self, info: _Int32, scale: float, zero: int = 0, bounds: tuple[int, int] = INT8_RANGE):
+        """int32 acc -> int8: clip(((acc * M0 + 2**(n-1)) >> n) + zero, lo, hi) in int64,
+        ``(lo, hi)`` the int8 range or narrower (a fused ReLU6)."""
         m0, shift = multiplier_and_shift(info.scale / np.float64(np.float32(scale)), self.power_of_two)
         value = self.builder_.emit(relax.op.astype(info.acc, "int64"), name_hint="acc_i64")
         if np.any(m0 != 1):
@@ -269,7 +326,7 @@ class _Realizer(PyExprMutator):
             value = relax.op.right_shift(value, broadcast_const(shift, info.ndim, info.axis, "int64"))
         if zero:
             value = relax.op.add(value, relax.const(zero, "int64"))
-        value = relax.op.astype(relax.op.clip(value, -128, 127), "int8")
+        value = relax.op.astype(relax.op.clip(value, *bounds), "int8")
         self.rewrites["requantize"] += 1
         return self.builder_.emit(value, name_hint="requant")
 
@@ -322,6 +379,8 @@ class QuantizeRealize:
         q(int32 value) feeding int8 op   -> requantize: fixed-point multiplier + rounding
                                             right shift (or shift only), saturating to int8
         q(relu / max_pool / reshape ...) -> the op runs on int8 (they commute with q)
+        q(max/min/clip(x, c)) (ReLU6)    -> the requantize saturates to q(c) instead of the
+                                            int8 range: an integer clamp, exact (q is monotone)
 
     Every realized value also gets a float view (float32(acc) * scale); views and QDQ pairs
     nobody reads are removed by DeadCodeElimination at the end, so the integer chain only

@@ -100,13 +100,21 @@ CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, groups)
     (1, 3, 17, 17, 24, 7, 2, 3, 1),  # stem: 3 channels (quad padding), odd O (lane padding)
     (1, 64, 9, 9, 40, 1, 1, 0, 1),
     (2, 20, 11, 13, 16, 3, 2, 1, 1),
-    (1, 32, 28, 28, 64, 1, 2, 0, 1),  # 1x1 stride 2 (ResNet downsample)
+    (1, 32, 28, 28, 64, 1, 2, 0, 1),  # 1x1 stride 2 (ResNet downsample; int16 column pairs)
+    (1, 3, 28, 28, 32, 3, 2, 1, 1),  # MobileNetV2 stem: stride 2, pad 1, even width, 3 channels
+    (1, 3, 28, 28, 16, 7, 2, 3, 1),  # ResNet stem: 7x7 stride 2, pad 3 (odd phase offset)
     (1, 32, 10, 10, 32, 3, 1, 1, 32),  # depthwise (rows of 10: one padded vector)
     (1, 48, 14, 14, 48, 3, 1, 1, 48),  # depthwise
-    (1, 24, 14, 14, 24, 3, 2, 1, 24),  # depthwise stride 2 (rows of 7 on half vectors)
+    (1, 24, 14, 14, 24, 3, 2, 1, 24),  # depthwise stride 2 (rows of 7 on half vectors; int16 column pairs)
+    (2, 16, 15, 13, 16, 3, 2, 0, 16),  # depthwise stride 2, no padding, odd width (byte loads), batch 2
+    (2, 16, 12, 12, 16, 3, 2, 0, 16),  # depthwise stride 2, no padding, even width (int16 column pairs)
+    (1, 24, 7, 7, 24, 3, 1, 1, 24),  # depthwise 7x7 (MobileNetV2's last blocks)
+    (1, 16, 12, 12, 16, 5, 1, 2, 16),  # depthwise 5x5: KW > 3 stays on the multiply-add kernel
+    (1, 8, 2, 2, 8, 3, 1, 1, 8),  # depthwise on rows shorter than the vector (reads clamped near the end)
+    (1, 8, 3, 3, 16, 3, 1, 1, 1),  # tiny dense conv
 ]
 # Which kernel each case gets on a VNNI target (pixel lanes where output rows fill vectors).
-VNNI_KERNEL = {14: "conv2d_int8_rows", 9: "conv2d_int8", 5: "conv2d_int8", 7: "conv2d_int8_rows"}
+VNNI_KERNEL = {14: "conv2d_int8_rows", 9: "conv2d_int8", 5: "conv2d_int8", 7: "conv2d_int8_rows", 3: "conv2d_int8"}
 
 
 def _params(cases, ids):
@@ -135,15 +143,16 @@ def test_conv2d_int8_bit_exact(target_name, case):
     fast, layout, sched = _build(mod, TARGETS[target_name], True)
     legalize = next(p for p in layout if type(p).__name__ == "LegalizeInt8Ops")
     ow = (wd + 2 * pad - k) // stride + 1
-    if groups > 1:
-        kernel = "depthwise_conv2d_int8"
+    if groups > 1:  # KW <= 3 on AVX-512 VNNI: the taps of a kernel row in one vpdpbusd word
+        kernel = "depthwise_conv2d_int8_words" if target_name == "avx512vnni" and k <= 3 else "depthwise_conv2d_int8"
     elif target_name == "avx2":
         kernel = "conv2d_int8"
     else:
         kernel = VNNI_KERNEL[ow]
-    assert legalize.rewrites == {kernel: 1}
+    # the requantize multiplier (< 2**31) is held as int32 and widened in the kernel (vpmuldq)
+    assert legalize.rewrites == {kernel: 1, "multiply_32x32": 1}
     rule = {"conv2d_int8": "Conv2dInt8", "conv2d_int8_rows": "Conv2dInt8Rows",
-            "depthwise_conv2d_int8": "DepthwiseInt8Lanes"}[kernel]
+            "depthwise_conv2d_int8": "DepthwiseInt8Lanes", "depthwise_conv2d_int8_words": "DepthwiseInt8Lanes"}[kernel]
     assert sched.fired.get(rule) == 1, (sched.fired, sched.failed)
     acc = _conv_ref(x, w, stride, pad, groups) + bias.reshape(1, -1, 1, 1)
     ref = requantize_reference(np.maximum(acc, 0), m0.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1))
@@ -188,7 +197,8 @@ def test_avx2_keeps_minus_128_weights_off_the_sign_path():
     bias, m0, shift = _case(rng, 8, 72)
     mod = _int8_graph(x.shape, w, bias, m0, shift, dict(padding=[1, 1, 1, 1]))
     _, layout, _ = _build(mod, TARGETS["avx2"], True)
-    assert next(p for p in layout if type(p).__name__ == "LegalizeInt8Ops").rewrites == {}
+    # no int8 conv kernel (only the requantize multiply is rewritten)
+    assert next(p for p in layout if type(p).__name__ == "LegalizeInt8Ops").rewrites == {"multiply_32x32": 1}
 
 
 def _assembly(target_name, conv):
@@ -210,6 +220,22 @@ def test_assembly_uses_dot_product_instructions(conv):
     asm2 = _assembly("avx2", conv)
     assert "vpmaddubsw" in asm2 and "vpmaddwd" in asm2 and "vpsignb" in asm2
     assert "vpdpbusd" not in asm2 and "zmm" not in asm2
+    # requantize: int32 multiplier widened in the kernel -> vpmuldq, no 3-uop vpmullq
+    assert "vpmuldq" in asm512 and "vpmullq" not in asm512
+
+
+def test_multiply_32x32_only_for_multipliers_that_fit_int32():
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    w = rng.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
+    bias, m0, shift = _case(rng, 8, 8)
+    big = m0.astype(np.int64) * 2  # >= 2**31 for the channels in [2**30, 2**31): stays int64
+    assert big.max() >= 2**31
+    legalize = int8.LegalizeInt8Ops(tvm.target.Target(TARGETS["avx512vnni"]))
+    legalize(_int8_graph(x.shape, w, bias, big, shift + 1, {}))
+    assert "multiply_32x32" not in legalize.rewrites
+    legalize(_int8_graph(x.shape, w, bias, m0, shift, {}))
+    assert legalize.rewrites["multiply_32x32"] == 1
 
 
 @pytest.mark.slow
