@@ -5,7 +5,8 @@ default schedules (``backend.schedule_passes``). Precondition: PrimFuncs are fus
 yet scheduled. Each unscheduled PrimFunc whose workload hash has a successful trial for this
 target is replaced by that trial's trace replayed on it, marked ``tirx.is_scheduled`` (so
 the default schedules skip it) and ``accelc.schedule_rule = "tuned"``. A record is used
-only if it measured faster than the kernel's default schedule (the log's baseline line) by ``MIN_GAIN``. A template kernel
+only if its time is at most ``MIN_GAIN`` (0.85) x the kernel's default schedule's (the
+log's baseline line); on CPUs its register tiles go on the stack. A template kernel
 (``accelc.llvm_cpu.*``) without a record of its own takes the knob setting of the nearest
 tuned kernel of the same op (``transfer.py``; only settings that beat their own kernel's
 default, within ``MAX_TRANSFER_DISTANCE``), marked ``accelc.schedule_rule = "transferred"``.
@@ -188,7 +189,8 @@ class ApplyTuningRecords:  # pylint: disable=too-few-public-methods
                 continue
             try:
                 sch = replay(func, entry.best.trace)
-                _tiles_on_stack(sch)
+                if self._cpu():
+                    _tiles_on_stack(sch)  # on a GPU "local" is registers: left as tuned
             except Exception as exc:  # noqa: BLE001  (a stale or foreign trace: keep defaults)
                 report.fallback[name] = f"record does not replay: {type(exc).__name__}"
                 continue
@@ -207,6 +209,12 @@ class ApplyTuningRecords:  # pylint: disable=too-few-public-methods
             mod[g_var] = func
         self.records.applied = report
         return mod
+
+    def _cpu(self) -> bool:
+        from tvm.target import Target
+
+        target = self.target or Target.current(allow_none=True)
+        return target is not None and str(target.kind.name) == "llvm"
 
     def _transferred(self, func):
         """``(scheduled func, (donor kernel, distance))`` from the nearest tuned kernel of the
