@@ -239,14 +239,6 @@ def time_interleaved(fns: dict, samples: int, max_total_s: float = 20.0) -> dict
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def theoretical_peak(config) -> float | None:
-    try:
-        mhz = [float(l.split(":")[1]) for l in open("/proc/cpuinfo") if l.startswith("cpu MHz")]
-        return THREADS * 2 * config.vector_lanes * 2 * (max(mhz) * 1e6) / 1e9
-    except (OSError, ValueError):
-        return None
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="three layers only")
@@ -261,7 +253,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     peak_fn, peak_flops = _peak_callable(target, config)
     peak = peak_flops / time_interleaved({"peak": peak_fn}, 15)["peak"] / 1e9
-    theo = theoretical_peak(config)
+    from accelc.targets.llvm_cpu.profile import nominal_peak_gflops  # noqa: PLC0415
+
+    theo = nominal_peak_gflops(target)
     print(f"target {target}  lanes={config.vector_lanes}")
     print(f"FMA micro-kernel peak (measured): {peak:.0f} GFLOP/s; theoretical at max MHz: "
           f"{theo:.0f} GFLOP/s" if theo else f"measured peak {peak:.0f} GFLOP/s")

@@ -88,7 +88,7 @@ def scalar_clamp_kind(func) -> str | None:
     """"max"/"min" if ``func`` is a PrimFunc computing exactly ``out[i...] = max/min(a[i...],
     b[()])`` (one block, identity indices, 0-d second operand: the ONNX importer's kernels of
     ``Clip(x, min, max)`` with bounds as inputs, e.g. MobileNet's ReLU6), else None. (The CPU
-    target's ``ScalarClampToRelax`` matches the same kernels later, in phase 4.)"""
+    target's ``ScalarClampToRelax`` uses it too, in phase 4.)"""
     from tvm import s_tir, tirx
 
     if not isinstance(func, tirx.PrimFunc) or len(func.params) != 3:

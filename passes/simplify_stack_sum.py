@@ -26,17 +26,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .quantize_common import static_shape as _static_shape
+
 _SUM, _STACK, _BROADCAST = (tvm.ir.Op.get(f"relax.{n}") for n in ("sum", "stack", "broadcast_to"))
-
-
-def _static_shape(expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape)
-    except (TypeError, ValueError):
-        return None
 
 
 @mutator

@@ -3,47 +3,12 @@
 from __future__ import annotations
 
 import tvm
-from tvm import IRModule, relax, tirx
+from tvm import IRModule, relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from accelc.passes.quantize_common import scalar_clamp_kind
+
 _CALL_TIR = "relax.call_tir"
-_LOAD = tvm.ir.expr.TensorLoad  # what tirx.BufferLoad(...) builds in TVM 0.27
-
-
-def _scalar_binary_kind(func) -> str | None:
-    """"max"/"min" if ``func`` is exactly ``out[i...] = max/min(a[i...], b[()])`` (one block,
-    identity indices, 0-d second operand), else None."""
-    if not isinstance(func, tirx.PrimFunc) or len(func.params) != 3:
-        return None
-    blocks = _blocks(func.body)
-    if len(blocks) != 1:
-        return None
-    store = blocks[0].body
-    if not isinstance(store, tirx.BufferStore):
-        return None
-    value = store.value
-    kind = "max" if isinstance(value, tirx.Max) else "min" if isinstance(value, tirx.Min) else None
-    if kind is None or not isinstance(value.a, _LOAD) or not isinstance(value.b, _LOAD):
-        return None
-    iters = [iv.var for iv in blocks[0].iter_vars]
-    same = lambda idx: len(idx) == len(iters) and all(i.same_as(v) for i, v in zip(idx, iters))  # noqa: E731
-    if not (same(store.indices) and same(value.a.indices) and len(value.b.indices) == 0):
-        return None
-    return kind
-
-
-def _blocks(stmt) -> list:
-    """Non-root blocks under ``stmt`` (through loops, sequences and block realizes)."""
-    if isinstance(stmt, tvm.s_tir.SBlockRealize):
-        return _blocks(stmt.block)
-    if isinstance(stmt, tvm.s_tir.SBlock):
-        inner = _blocks(stmt.body)
-        return inner if stmt.name_hint == "root" else [stmt] + inner
-    if isinstance(stmt, tirx.For):
-        return _blocks(stmt.body)
-    if isinstance(stmt, tirx.SeqStmt):
-        return [b for s in stmt.seq for b in _blocks(s)]
-    return []
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScalarClampToRelax")
@@ -93,7 +58,7 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         x_ty = x.ty
         if not isinstance(x_ty, relax.TensorType) or str(x_ty.dtype) != str(bound.ty.dtype):
             return call
-        kind = _scalar_binary_kind(self.mod[g_var]) if isinstance(g_var, tvm.ir.GlobalVar) else None
+        kind = scalar_clamp_kind(self.mod[g_var]) if isinstance(g_var, tvm.ir.GlobalVar) else None
         if kind is None:
             return call
         self.rewrites += 1
