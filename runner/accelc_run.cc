@@ -644,6 +644,7 @@ struct Signature {
   std::string raw;
   std::string target_kind;  // "llvm", "cuda", ... (empty if the signature has none)
   std::string target_name;  // accelc's --target: "llvm", "arm", "cuda", "vta", ...
+  int num_cores = 0;        // the target's "num-cores": the threads its kernels were built for
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
 };
@@ -804,6 +805,11 @@ Signature ReadSignature(const std::string& path, bool* loadable, std::string* lo
     if (const Json* kind = target->Get("kind")) {
       if (kind->kind == Json::kString) sig.target_kind = kind->str;
     }
+    if (const Json* cores = target->Get("num-cores")) {
+      if (cores->kind == Json::kNumber && cores->is_int && cores->i > 0) {
+        sig.num_cores = static_cast<int>(cores->i);
+      }
+    }
   }
   return sig;
 }
@@ -818,7 +824,7 @@ struct Options {
   std::string output_dir = ".";
   int repeat = 10;
   int warmup = 1;
-  int threads = 0;  // 0: TVM's default
+  int threads = 0;  // 0: the artifact's num-cores (else TVM's default)
   std::string fill_mode;  // empty: every input must be given
   uint64_t seed = 0;
   std::string device;  // "cpu" or "cuda"; empty: from the artifact's target
@@ -837,7 +843,8 @@ const char kUsage[] =
     "  --output-dir DIR       write each output to DIR/<output name>.npy (default: .)\n"
     "  --repeat N             timed runs (default: 10)\n"
     "  --warmup N             untimed runs before timing (default: 1)\n"
-    "  --threads N            TVM worker threads (sets TVM_NUM_THREADS; default: TVM's choice)\n"
+    "  --threads N            TVM worker threads (sets TVM_NUM_THREADS; default: TVM_NUM_THREADS if\n"
+    "                         set, else the cores the artifact was compiled for)\n"
     "  --fill-mode MODE       fill inputs not given: zeros, ones or random (default: none,\n"
     "                         every input must be given)\n"
     "  --seed N               seed for --fill-mode random (default: 0)\n"
@@ -1142,6 +1149,11 @@ int Run(int argc, char** argv) {
     return 0;
   }
   if (!loadable) throw UsageError("cannot load artifact " + opt.artifact + ": " + load_error);
+  // TVM's own default is half the logical CPUs (it assumes hyper-threads): 1 thread on a
+  // 2-core machine, for kernels parallelized for 2. The pool starts at the first run.
+  if (opt.threads <= 0 && std::getenv("TVM_NUM_THREADS") == nullptr && sig.num_cores > 0) {
+    setenv("TVM_NUM_THREADS", std::to_string(sig.num_cores).c_str(), 1);
+  }
   if (sig.target_name == "vta") {  // its layers call accelc.vta.run_layer, which lives in Python
     throw UsageError("artifact " + opt.artifact + " targets 'vta': its offloaded layers run on " +
                      "accelc's VTA simulator, which only accelc itself provides; run it with " +
@@ -1322,6 +1334,9 @@ int Run(int argc, char** argv) {
   }
 
   Stats s = Summarize(times_ms);
+  if (ffi::Optional<ffi::Function> num_threads = ffi::Function::GetGlobal("runtime.NumThreads")) {
+    std::printf("threads: %d\n", (*num_threads)().cast<int>());
+  }
   std::printf("latency_ms: median=%.3f min=%.3f mean=%.3f repeat=%d\n", s.median, s.min, s.mean,
               opt.repeat);
   std::fflush(stdout);

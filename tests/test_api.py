@@ -85,3 +85,27 @@ def test_dump_ir_and_time_passes(tmp_path):
     assert any("LegalizeOps" in name for name in dumps) and any("FuseOps" in name for name in dumps)
     report = cm.report.format()
     assert "4_target_lowering" in report and "5_build" in report and "LegalizeOps" in report
+
+
+def test_load_runs_with_the_artifacts_cores(tmp_path):
+    """A fresh process that loads an artifact runs it on the target's num-cores threads, not
+    TVM's default (half the logical CPUs), unless TVM_NUM_THREADS says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    model = conv_relu_model(batch=1)
+    path = accelc.compile(model, "llvm", target_options={"num-cores": 2}).export(tmp_path / "m.so")
+    script = (
+        "import numpy as np, accelc, tvm_ffi\n"
+        f"m = accelc.load({str(path)!r})\n"
+        "m.run({s.name: np.zeros(s.shape, s.dtype) for s in m.signature.inputs})\n"
+        "print(tvm_ffi.get_global_func('runtime.NumThreads')())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "2"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**env, "TVM_NUM_THREADS": "1"}, timeout=300)
+    assert out.stdout.split()[-1] == "1"

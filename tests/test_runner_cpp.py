@@ -348,3 +348,19 @@ def test_accelc_artifact_export_interop(runner, compiled, inputs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "prod_1.npy"), inputs["idx"] * inputs["idx"])
     assert json.loads(run(runner, path, "--signature").stdout)["inputs"][1]["name"] == "idx/in"
+
+
+def test_threads_default_to_the_artifacts_cores(runner, artifact, inputs, tmp_path):
+    """TVM's own default is half the logical CPUs (1 thread on a 2-core machine): the runner
+    starts the pool with the target's num-cores unless --threads or TVM_NUM_THREADS say."""
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+
+    def threads(*extra, environ=env):
+        proc = subprocess.run([str(runner), artifact, *_args(inputs), "--output-dir", tmp_path, *extra],
+                              capture_output=True, text=True, timeout=120, env=environ)
+        assert proc.returncode == 0, proc.stderr
+        return int(re.search(r"^threads: (\d+)$", proc.stdout, re.M).group(1))
+
+    assert threads() == SIGNATURE["target"]["num-cores"] == 2
+    assert threads("--threads", "1") == 1
+    assert threads(environ={**env, "TVM_NUM_THREADS": "1"}) == 1
