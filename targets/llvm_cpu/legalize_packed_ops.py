@@ -77,8 +77,10 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
             dshape, wshape = static_shape(call.args[0]), static_shape(call.args[1])
             rows, vecs = self.config.conv1x1_tile(wshape[0] // groups, dshape[2] * dshape[3])
             weight = call.args[1]
-            if isinstance(weight, tvm.ir.expr.Constant):  # [O, cg, 1, 1] -> [cg, O], at compile time
-                weight = relax.const(np.ascontiguousarray(weight.value.numpy()[:, :, 0, 0].T))
+            if isinstance(weight, tvm.ir.expr.Constant):  # [O, cg, 1, 1] -> [O / rows, cg, rows]
+                w = weight.value.numpy()[:, :, 0, 0]
+                packed = w.reshape(w.shape[0] // rows, rows, w.shape[1]).transpose(0, 2, 1)
+                weight = relax.const(np.ascontiguousarray(packed))
             return self.builder_.call_te(
                 compute.conv2d_1x1_nchw, call.args[0], weight, groups, "float32",
                 self.config.vector_lanes * vecs, rows, primfunc_name_hint="conv2d_1x1_nchw",

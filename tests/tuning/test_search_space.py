@@ -45,7 +45,7 @@ def _variant(sch):
 
 def test_template_kernels_get_our_design_spaces(digits_tasks):
     ops = {t.op for t in digits_tasks.tasks} - {None}
-    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v2", "accelc.llvm_cpu.dense_packed"}  # conv template v2: multi-block tile
+    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v2", "accelc.llvm_cpu.dense_packed@v2"}  # v2: multi-block / wide tiles
     for task in digits_tasks.tasks:
         if task.op is None:
             continue
@@ -184,7 +184,7 @@ def test_knob_settings_transfer_to_the_nearest_shape(digits_tasks, tmp_path):
     moved = apply_setting(convs[0].func, setting, digits_tasks.target)
     assert moved is not None and knobs_of_trace(moved.trace.as_json())[0] == "kw_outer"
     # another op's setting does not apply
-    dense = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.dense_packed")
+    dense = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.dense_packed@v2")
     assert apply_setting(dense.func, setting, digits_tasks.target) is None
 
     compiled = accelc.compile(str(default_model_path()), input_shapes=dict(DEFAULT_INPUT_SHAPE),
