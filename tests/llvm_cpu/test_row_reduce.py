@@ -66,3 +66,32 @@ def test_not_a_row_reduction_is_left_alone():
     s = te.compute((4,), lambda i: te.sum(a[i, k1, k2], axis=[k1, k2]), name="S")
     o = te.compute((4, 8, 16), lambda i, j, l: a[i, j, l] / s[i], name="O")
     assert RowReduce().apply(te.create_prim_func([a, o]), TARGET, False) is None
+
+
+@pytest.mark.parametrize("shape, partials", [((1, 12, 128, 128), 2), ((1, 128, 768), 2), ((3, 5, 37), 0)])
+def test_rows_reduce_into_vector_lane_partials(shape, partials):
+    """Rows whose length is a multiple of the vector reduce through an rfactor block of
+    ``lanes`` partials, vectorized and computed inside the row loop; other rows stay scalar.
+    Softmax: max and sum; LayerNorm: mean and variance (both numerics are checked above)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    n = shape[-1]
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if len(shape) == 4 or n == 37:
+                y = relax.op.nn.softmax(x, axis=-1)
+            else:
+                y = relax.op.nn.layer_norm(x, relax.const(np.ones(n, "float32")), relax.const(np.zeros(n, "float32")),
+                                           axes=[-1])
+            out = bb.emit_output(bb.emit(y))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    func = next(f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    sch = RowReduce().apply(func, TARGET, False)
+    assert sch is not None
+    text = sch.mod.script()
+    lanes = cpu.config_from_target(TARGET).vector_lanes
+    assert text.count('_rf_update"') == partials
+    if partials:
+        assert f"T.vectorized(T.int64({lanes}))" in text
+        assert text.count("T.parallel(") == 1  # the partials live inside the one row loop
