@@ -6,7 +6,7 @@ can later dispatch on the same name). ``accelc.template_version`` (absent = 1) c
 template's knobs change meaning, its operands' layout changes, or its default schedule does
 (a log's records were kept only where they beat the default of their day): tuning records of
 another version neither match (the workload hash differs) nor transfer
-(``accelc/tuning/transfer.py`` compares it). Versions: conv2d_nchwc 2 (pixel x oc-block tile),
+(``accelc/tuning/transfer.py`` compares it). Versions: conv2d_nchwc 3 (input-channel passes),
 conv2d_1x1_nchw 3 (packed operands), dense_packed 2 (wide default tile).
 """
 
@@ -79,7 +79,7 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, re
         ),
         name="conv2d_nchwc",
         attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n, "accelc.oc_vecs": oc_vecs,
-               "accelc.template_version": 2},
+               "accelc.template_version": 3},
     )
     if owp == ow:
         return conv

@@ -25,6 +25,9 @@ class CpuScheduleConfig:
     dense_block_n:     columns of one packed weight panel of dense/matmul (multiple of lanes).
     dense_max_accum:   vector accumulators of the dense micro-kernel (rows x panel vectors).
     unroll_kw:         unroll the kernel-width loop of conv (puts kw inside the ic block loop).
+    conv_pass_bytes:   weights of one input-channel pass of the packed conv (they stay in L1
+                       while every row of the pass reuses them; 0: no passes, the whole
+                       reduction in each register tile; see schedule_conv2d._k_blocked).
     conv1x1_pixel_vecs: largest number of pixel vectors in the register tile of the NCHW
                        grouped 1x1 conv (``conv1x1_tile`` picks the tile: pixel vectors x
                        output channels, a divisor of the group's output channels).
@@ -39,6 +42,7 @@ class CpuScheduleConfig:
     dense_max_accum: int = 12
     unroll_kw: bool = True
     conv1x1_pixel_vecs: int = 8
+    conv_pass_bytes: int = 24 * 1024
 
     def conv_reg_n(self, out_width: int, oc_block: int) -> int:
         """Output pixels per register tile: a divisor of ``out_width`` if a good one exists.

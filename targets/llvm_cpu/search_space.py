@@ -8,7 +8,8 @@ three kernels ``compute.py`` tags:
 
     accelc.llvm_cpu.conv2d_nchwc            register tile width  x  output-channel chunks kept
     accelc.llvm_cpu.depthwise_conv2d_nchwc      hot per input row  x  kw inside/outside the
-                                                channel block (two design spaces)
+                                                channel block; or input-channel passes
+                                                (chunks a pass x rows a block x tile width)
     accelc.llvm_cpu.dense_packed            rows x panels of the register tile  x  outer order
                                             (panel-major, row-major, K blocked for cache)
     accelc.llvm_cpu.conv2d_1x1_nchw         output-channel rows of the tile  x  outer order
@@ -44,7 +45,7 @@ from accelc.passes.sparse_kernels import BSR_RULE
 
 from . import compute, schedule_utils
 from .config import CpuScheduleConfig, config_from_target, host_target
-from .schedule_utils import find_rule_block, loop_extent, producers_before, schedule_injective
+from .schedule_utils import find_rule_block, inline_epilogue, loop_extent, producers_before, schedule_injective
 
 TARGET_KEY = "cpu"
 SPACE_ANNOTATION = "accelc.space"  # which design space (variant) a trace came from
@@ -131,7 +132,7 @@ def _variants(sch, names, build) -> list:
 
 
 # --------------------------------------------------------------------------------- conv2d
-CONV_VARIANTS = ("kw_unrolled", "kw_outer")
+CONV_VARIANTS = ("k_passes", "kw_unrolled", "kw_outer")
 
 
 def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
@@ -139,7 +140,9 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
     computed per input row, inside the parallel loop) and ``tile_w`` (pixels of the register
     tile, a divisor of the compute's ``reg_n``); the register tile's output-channel blocks
     are the compute's ``oc_vecs`` (fixed: the compute's padded width was chosen with them);
-    variants put kw inside or outside the input-channel block loop."""
+    variants put kw inside or outside the input-channel block loop, or (``k_passes``, the
+    default schedule's form) run the input channels in passes of ``k_chunks`` over blocks of
+    ``rows`` output rows, the tile accumulating into the output."""
     config = _config()
     depthwise = str(sch.get(block).annotations["schedule_rule"]) == compute.DEPTHWISE_CONV2D_NCHWC
     name_hint = sch.get(block).name_hint
@@ -156,6 +159,8 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
         else:
             n, oc, oh, ow, ob, rc, rh, rw, rb = loops
         oc_vecs = int(s.get(conv).annotations.get("accelc.oc_vecs", 1))
+        if variant == "k_passes":
+            return _k_passes(s, conv, loops, reg_n, oc_vecs, config)
         xo, xi = s.split(ow, [None, reg_n])
         oc, ocr = s.split(oc, [None, oc_vecs])  # the register tile's channel blocks (compute's choice)
         oco, oci = s.split(oc, _tile(s, oc, 16))
@@ -184,7 +189,34 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
         s.unroll(init_loops[-3])
         return s
 
-    return _variants(sch, CONV_VARIANTS[:1] if depthwise else CONV_VARIANTS, build)
+    return _variants(sch, CONV_VARIANTS[1:2] if depthwise else CONV_VARIANTS, build)
+
+
+def _k_passes(s, conv, loops, reg_n, oc_vecs, config):
+    """``schedule_conv2d._k_blocked`` with knobs: input-channel chunks a pass, output rows a
+    parallel block, pixels of the register tile."""
+    n, oc, oh, ow, ob, rc, rh, rw, rb = loops
+    xo, xi = s.split(ow, [None, reg_n])
+    oco, ocr = s.split(oc, [None, oc_vecs])
+    rbo, rbi = s.split(oh, _tile(s, oh, 64))
+    rco, rci = s.split(rc, _tile(s, rc, 64))
+    xm, xr = s.split(xi, _tile(s, xi, reg_n))
+    s.reorder(n, oco, rbo, rco, rbi, xo, xm, rci, rh, rb, rw, xr, ocr, ob)
+    outer = s.fuse(n, oco, rbo)
+    if config.num_cores > 1:
+        s.parallel(outer)
+    s.unroll(rw)
+    s.unroll(xr)
+    s.unroll(ocr)
+    s.vectorize(ob)
+    epilogue = inline_epilogue(s, conv)
+    if epilogue:
+        for block in epilogue[:-1]:
+            schedule_injective(s, block, config)
+        s.reverse_compute_at(epilogue[-1], outer, preserve_unit_loops=True)
+        s.vectorize(s.get_loops(epilogue[-1])[-1])
+    s.decompose_reduction(conv, rco)
+    return s
 
 
 # ---------------------------------------------------------------------------------- dense

@@ -75,6 +75,10 @@ CONV_CASES = [
     (32, 48, 7, 7, 3, 1, 1, 1, True),      # 3 output-channel blocks in the register tile
     (16, 128, 5, 6, 3, 1, 1, 1, False),    # 8 blocks, tiles of 4 blocks
     (64, 128, 6, 6, 3, 1, 1, 2, False),    # grouped: the tile's blocks stay in one group
+    (96, 32, 9, 9, 3, 1, 1, 1, True),      # 6 input-channel passes (3x3: one 16-channel chunk a pass), + residual
+    (512, 64, 7, 7, 1, 1, 0, 1, True),     # 1x1 K=512: passes of several chunks, + residual
+    (64, 32, 11, 11, 3, 2, 1, 1, False),   # passes with stride 2
+    (128, 128, 6, 6, 3, 1, 1, 2, False),   # grouped: passes over the group's input channels
 ]
 
 
@@ -242,6 +246,42 @@ def test_layout_transforms_store_contiguously():
         ref = (data.reshape(1, 2, 16, 6, 5).transpose(0, 1, 3, 4, 2) if dst == "NCHW16c"
                else data.transpose(0, 1, 4, 2, 3).reshape(1, 32, 6, 5))
         np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_conv_runs_input_channels_in_passes():
+    """K-blocked conv (MLAS-style): with more input channels than one pass's weights
+    (``conv_pass_bytes``), the reduction over input-channel chunks is outside the output rows,
+    inside the parallel loop; the epilogue follows the last pass. ``conv_pass_bytes=0`` (or a
+    conv that fits one pass) keeps the whole reduction in each register tile."""
+    from tvm import s_tir
+
+    from accelc.targets.llvm_cpu.schedule_conv2d import Conv2dNCHWc
+
+    rng = np.random.default_rng(3)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 96, 9, 9), "float32"))
+    w = relax.const(rng.standard_normal((32, 96, 3, 3)).astype("float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, w, padding=1)))))
+        bb.emit_func_output(y)
+    passes = [*cpu.layout_passes(TARGET), relax.transform.FoldConstant(), relax.transform.LegalizeOps(),
+              relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    with TARGET:
+        mod = tvm.transform.Sequential(passes)(bb.get())
+    func = next(f for g, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "conv" in g.name_hint)
+
+    def loop_names(config):
+        sch = Conv2dNCHWc(config).apply(func, TARGET, False)
+        update = sch.get_sblock("conv2d_nchwc_update")
+        return [str(sch.get(l).loop_var) for l in sch.get_loops(update)], sch.mod.script()
+
+    base = cpu.config_from_target(TARGET)
+    names, text = loop_names(base)
+    assert names.index("rc_0") < names.index("y_1") and names[0].endswith("fused")  # passes outside the rows
+    assert text.count("T.parallel(") == 2  # data_pad, then (oc group, row block)
+    names, _ = loop_names(__import__("dataclasses").replace(base, conv_pass_bytes=0))
+    assert "rc_0" not in names and names.index("rc") > names.index("x_0")  # whole reduction a tile
 
 
 def test_channel_block_and_register_tile():

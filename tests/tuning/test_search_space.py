@@ -45,13 +45,13 @@ def _variant(sch):
 
 def test_template_kernels_get_our_design_spaces(digits_tasks):
     ops = {t.op for t in digits_tasks.tasks} - {None}
-    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v2", "accelc.llvm_cpu.dense_packed@v2"}  # v2: multi-block / wide tiles
+    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v3", "accelc.llvm_cpu.dense_packed@v2"}  # conv v3: input-channel passes; dense v2: wide tiles
     for task in digits_tasks.tasks:
         if task.op is None:
             continue
         _, spaces = _spaces(digits_tasks, task)
         variants = sorted(_variant(s) for s in spaces)
-        expected = ["kw_outer", "kw_unrolled"] if "conv" in task.op else ["k_blocked", "panel_major", "row_major"]
+        expected = ["k_passes", "kw_outer", "kw_unrolled"] if "conv" in task.op else ["k_blocked", "panel_major", "row_major"]
         assert variants == expected, task.name
         for s in spaces:  # sealed: no stock rule touched the kernel after the template
             kinds = {i.kind.name for i in s.trace.insts}
@@ -61,25 +61,26 @@ def test_template_kernels_get_our_design_spaces(digits_tasks):
 
 
 def test_settings_of_another_template_version_do_not_transfer(digits_tasks):
-    """A knob setting tuned on the v1 conv template (one output-channel block in the register
-    tile) is no evidence for v2: ``nearest`` finds nothing for a v2 kernel, a v2 setting is
-    found (shipped logs from before the change must not steer the new kernels)."""
+    """A knob setting tuned on an older conv template (v1: one output-channel block in the
+    register tile; v2: the whole reduction in each tile) is no evidence for v3: ``nearest``
+    finds nothing for a v3 kernel, a v3 setting is found (shipped logs from before the change
+    must not steer the new kernels)."""
     from accelc.tuning.transfer import KnobSetting, nearest
 
-    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v2")
+    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v3")
     shapes = tuple(tuple(s) for s in task.shapes)
 
     def setting(op):
         return KnobSetting(op, shapes, "kw_unrolled", (1, 4), "w", "t", 1e-4, 2e-4)
 
-    old = {"accelc.llvm_cpu.conv2d_nchwc": [setting("accelc.llvm_cpu.conv2d_nchwc")]}
-    assert nearest(old, task.op, task.shapes) == []
+    for old_op in ("accelc.llvm_cpu.conv2d_nchwc", "accelc.llvm_cpu.conv2d_nchwc@v2"):
+        assert nearest({old_op: [setting(old_op)]}, task.op, task.shapes) == []
     new = {task.op: [setting(task.op)]}
     assert [d for d, _ in nearest(new, task.op, task.shapes)] == [0.0]
 
 
 def test_stock_space_is_metaschedules_own(digits_tasks):
-    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v2")
+    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v3")
     _, spaces = _spaces(digits_tasks, task, enabled=False)
     assert spaces and all(_variant(s) is None for s in spaces)
     assert any(i.kind.name == "Annotate" and str(i.attrs[0]).startswith("meta_schedule.")
@@ -171,7 +172,7 @@ def test_knob_settings_transfer_to_the_nearest_shape(digits_tasks, tmp_path):
     import accelc
     from accelc.tuning.transfer import KnobSetting, apply_setting, knobs_of_trace
 
-    convs = [t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v2"]
+    convs = [t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v3"]
     assert len(convs) >= 2
     donor = convs[-1]
     _, spaces = _spaces(digits_tasks, donor)
