@@ -235,9 +235,13 @@ class MeasureResult:
 
 @dataclass(frozen=True)
 class MeasureConfig:
+    """``cache_flush``: time single runs with the weights and outputs flushed from the caches
+    (``worker._time``); the minimum of ``repeat`` is kept either way."""
+
     number: int = 1
     repeat: int = 3
     min_repeat_ms: int = 20
+    cache_flush: bool = False
     build_timeout_s: float = 120.0
     run_timeout_s: float = 30.0
 
@@ -304,7 +308,8 @@ class Measurer:
 
     def _eval_kwargs(self) -> dict:
         c = self.config
-        return {"device": self.device, "number": c.number, "repeat": c.repeat, "min_repeat_ms": c.min_repeat_ms}
+        return {"device": self.device, "number": c.number, "repeat": c.repeat, "min_repeat_ms": c.min_repeat_ms,
+                "cache_flush": c.cache_flush}
 
     def _measure_local(self, jobs, built, args_info, results, should_stop) -> None:
         # One worker at a time: a measured kernel never shares the CPU with another one.

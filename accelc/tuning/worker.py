@@ -84,21 +84,29 @@ def make_args(args_info, seed: int = 0):
     return arrays
 
 
-def _time(func_mod, dev, arrays, number: int, repeat: int, min_repeat_ms: int) -> list[float]:
+def _time(func_mod, dev, arrays, number: int, repeat: int, min_repeat_ms: int, cache_flush: bool = False) -> list[float]:
+    """Seconds per run: ``repeat`` timings of ``number`` runs (grown to ``min_repeat_ms``), or
+    with ``cache_flush`` ``repeat`` single runs each after every argument but the first (the
+    input activation, which the previous kernel has just written) is flushed from the CPU
+    caches: weights and outputs come from memory, as they do inside a model."""
     func_mod["main"](*arrays)  # warm-up, and a failure here is a failed trial
     dev.sync()
-    evaluator = func_mod.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    if cache_flush:
+        evaluator = func_mod.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0,
+                                            f_preproc="cache_flush_cpu_non_first_arg")
+    else:
+        evaluator = func_mod.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
     return [float(x) for x in evaluator(*arrays).results]
 
 
 def op_measure(job: int, args_info, device: str = "cpu", number: int = 1, repeat: int = 3,
-               min_repeat_ms: int = 20) -> list[float]:
+               min_repeat_ms: int = 20, cache_flush: bool = False) -> list[float]:
     import tvm
 
     rt_mod = _BUILT.pop(job)
     dev = tvm.device(device, 0)
     arrays = [tvm.runtime.tensor(a, dev) for a in make_args(args_info)]
-    return _time(rt_mod, dev, arrays, number, repeat, min_repeat_ms)
+    return _time(rt_mod, dev, arrays, number, repeat, min_repeat_ms, cache_flush)
 
 
 def op_drop(jobs) -> int:
@@ -108,7 +116,7 @@ def op_drop(jobs) -> int:
 
 
 def op_measure_rpc(jobs, tracker: str, key: str, device: str = "cpu", number: int = 1, repeat: int = 3,
-                   min_repeat_ms: int = 20, session_timeout: int = 600) -> list:
+                   min_repeat_ms: int = 20, session_timeout: int = 600, cache_flush: bool = False) -> list:
     """Measure exported trials on one device from the RPC tracker: ``[(ok, value)]``."""
     import tvm
 
@@ -123,7 +131,7 @@ def op_measure_rpc(jobs, tracker: str, key: str, device: str = "cpu", number: in
             remote.upload(path)
             rt_mod = remote.load_module(name)
             arrays = [tvm.runtime.tensor(a, dev) for a in make_args(args_info)]
-            out.append(("ok", _time(rt_mod, dev, arrays, number, repeat, min_repeat_ms)))
+            out.append(("ok", _time(rt_mod, dev, arrays, number, repeat, min_repeat_ms, cache_flush)))
         except Exception as exc:  # noqa: BLE001  (a failed trial, not a failed batch)
             out.append(("error", _short(exc)))
         finally:

@@ -155,6 +155,11 @@ class Conv2d1x1NCHW(CpuRule):
         if rows <= 0 or og % rows:
             limit = max(1, config.conv_max_accum // max(1, tile // config.vector_lanes))
             rows = max(r for r in range(1, min(limit, og) + 1) if og % r == 0)
+        passes = _gemm_passes(sch, rc, rows, tile, config)
+        if passes is not None:
+            kblocked = _k_blocked_gemm(sch, gemm, (n, o, p, rc), groups, og, rows, tile, passes, config)
+            if kblocked is not None:
+                return kblocked
         g, oin = sch.split(o, [groups, og])
         oo, oi = sch.split(oin, [None, rows])
         po, pv, pl = sch.split(p, [None, tile // config.vector_lanes, config.vector_lanes])
@@ -175,3 +180,46 @@ class Conv2d1x1NCHW(CpuRule):
         for loop in init_loops[1:-1]:
             sch.unroll(loop)
         return sch
+
+
+def _gemm_passes(sch, rc, rows, tile, config) -> int | None:
+    """Input channels a pass of the NCHW 1x1 GEMM (``None``: one pass). A pass's weight
+    panel (``rows`` x chunk) stays in L1 while every pixel tile of the row tile reuses it;
+    the input panels of the pass (all pixel tiles) come from L2."""
+    if config.conv_pass_bytes <= 0:
+        return None
+    k = loop_extent(sch, rc)
+    fits = [d for d in range(config.vector_lanes, k, config.vector_lanes)
+            if k % d == 0 and d * (rows + tile) * 4 <= config.conv_pass_bytes]
+    return max(fits) if fits else None
+
+
+def _k_blocked_gemm(sch, gemm, loops, groups, og, rows, tile, kc, config):
+    """Conv2d1x1NCHW in input-channel passes of ``kc`` (SqueezeNet's 512 -> 1000 conv10:
+    a 20-row tile's weights for all 512 channels are 40 KiB, read again for each of the 11
+    pixel tiles; by passes of 96 channels they stay in L1): (batch, group, row tile) in
+    parallel, then per pass every pixel tile, accumulating into the GEMM's output; the
+    epilogue runs after the GEMM."""
+    n, o, p, rc = loops
+    trial = sch.copy()
+    try:
+        g, oin = trial.split(o, [groups, og])
+        oo, oi = trial.split(oin, [None, rows])
+        po, pv, pl = trial.split(p, [None, tile // config.vector_lanes, config.vector_lanes])
+        rco, rci = trial.split(rc, [None, kc])
+        trial.reorder(n, g, oo, rco, po, rci, oi, pv, pl)
+        outer = trial.fuse(n, g, oo)
+        if config.num_cores > 1:
+            trial.parallel(outer)
+        trial.unroll(oi)
+        trial.unroll(pv)
+        trial.vectorize(pl)
+        # the epilogue reads the flattened pixels back as (h, w): as its own parallel loop nest
+        # (reverse_compute_at's region inference kept 7 of SqueezeNet's 13 columns when the
+        # padded pixel count, 176, is no multiple of the width)
+        for block in inline_epilogue(trial, gemm):
+            schedule_injective(trial, block, config)
+        trial.decompose_reduction(gemm, rco)
+    except Exception:  # pylint: disable=broad-except
+        return None
+    return trial

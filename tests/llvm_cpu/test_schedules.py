@@ -284,6 +284,38 @@ def test_conv_runs_input_channels_in_passes():
     assert "rc_0" not in names and names.index("rc") > names.index("x_0")  # whole reduction a tile
 
 
+def test_wide_1x1_gemm_runs_input_channels_in_passes():
+    """Conv2d1x1NCHW with K = 256: passes of input channels (a row tile's weights for a pass
+    stay in L1 across the pixel tiles), the epilogue after the last pass; numerics of the
+    pass form are checked by the conv10 case of test_conv2d_bias_relu (K = 64, 2 passes)."""
+    from accelc.targets.llvm_cpu.schedule_conv2d import Conv2d1x1NCHW
+
+    rng = np.random.default_rng(4)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 256, 13, 13), "float32"))
+    w = relax.const(rng.standard_normal((1000, 256, 1, 1)).astype("float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, w)))))
+        bb.emit_func_output(y)
+    passes = [*cpu.layout_passes(TARGET), relax.transform.FoldConstant(), relax.transform.LegalizeOps(),
+              relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    with TARGET:
+        mod = tvm.transform.Sequential(passes)(bb.get())
+    func = next(f for g, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "conv" in g.name_hint)
+
+    def loop_names(config):
+        sch = Conv2d1x1NCHW(config).apply(func, TARGET, False)
+        update = sch.get_sblock("conv2d_1x1_nchw_update")
+        return [str(sch.get(l).loop_var) for l in sch.get_loops(update)]
+
+    base = cpu.config_from_target(TARGET)
+    names = loop_names(base)
+    assert names.index("rc_0") < names.index("p_0")  # a pass covers every pixel tile
+    names = loop_names(__import__("dataclasses").replace(base, conv_pass_bytes=0))
+    assert "rc_0" not in names and "rc" in names  # one reduction loop inside each pixel tile
+
+
 def test_channel_block_and_register_tile():
     assert [channel_block(c, 16) for c in (3, 16, 24, 36, 1000, 64, 58)] == [3, 16, 8, 4, 8, 16, 2]
     avx2 = CpuScheduleConfig(vector_lanes=8, conv_max_accum=12)

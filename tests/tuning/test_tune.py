@@ -211,3 +211,48 @@ def test_digits_model_with_xgboost_at_o3(tmp_path):
         x = image[None]
         ref = session.run(None, {"input": x})[0]
         np.testing.assert_allclose(compiled.run({"input": x})["logits"], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cold_measurement_flushes_weights_and_times_single_runs():
+    """--cache-flush: every repeat is one run after the weights and output left the caches
+    (TVM's cache_flush_cpu_non_first_arg, before each repeat); hot timing grows ``number`` to
+    ``min_repeat_ms``. Checked on the evaluator's arguments (timings are benchmark business),
+    with a real kernel whose results stay right."""
+    import tvm
+    from tvm import te
+
+    from accelc.targets.llvm_cpu.config import host_target
+    from accelc.tuning.worker import _time
+
+    a = te.placeholder((8, 64), name="a")
+    w = te.placeholder((64, 32), name="w")
+    k = te.reduce_axis((0, 64), "k")
+    c = te.compute((8, 32), lambda i, j: te.sum(a[i, k] * w[k, j], axis=k), name="c")
+    func = te.create_prim_func([a, w, c]).with_attr("global_symbol", "main")
+    built = tvm.compile(tvm.IRModule({"main": func}), host_target(1))
+    built = built.mod if hasattr(built, "mod") else built
+    calls = []
+
+    class Spy:
+        def __getitem__(self, name):
+            return built[name]
+
+        def time_evaluator(self, name, dev, **kwargs):
+            calls.append(kwargs)
+            return built.time_evaluator(name, dev, **kwargs)
+
+    arrays = [tvm.runtime.tensor(np.ones(s, "float32")) for s in ((8, 64), (64, 32), (8, 32))]
+    cold = _time(Spy(), tvm.cpu(), arrays, number=4, repeat=7, min_repeat_ms=20, cache_flush=True)
+    hot = _time(Spy(), tvm.cpu(), arrays, number=4, repeat=3, min_repeat_ms=20)
+    assert calls[0] == {"number": 1, "repeat": 7, "min_repeat_ms": 0, "f_preproc": "cache_flush_cpu_non_first_arg"}
+    assert calls[1] == {"number": 4, "repeat": 3, "min_repeat_ms": 20}
+    assert len(cold) == 7 and len(hot) == 3 and min(cold) > 0
+    np.testing.assert_array_equal(arrays[2].numpy(), np.full((8, 32), 64, "float32"))
+
+    import argparse
+
+    from accelc.tuning.cli import add_tune_parser
+
+    parser = argparse.ArgumentParser()
+    add_tune_parser(parser.add_subparsers(dest="cmd"))
+    assert parser.parse_args(["tune", "m.onnx", "--cache-flush", "-o", "l"]).cache_flush
