@@ -83,7 +83,7 @@ def _k_blocked(sch, conv, loops, reg_n, oc_vecs, config):
     Order: (batch, oc group, row block) in parallel, then per pass of ``kb`` input-channel
     chunks every output row and register tile of the block, accumulating into the output;
     the epilogue runs on the group's rows after the last pass. A pass's weights
-    (``oc_vecs x kb x kh x kw`` 16x16 blocks, <= ``KBLOCK_WEIGHT_BYTES``) stay in L1 for all
+    (``oc_vecs x kb x kh x kw`` 16x16 blocks, <= ``config.conv_pass_bytes``) stay in L1 for all
     the rows instead of streaming from L2 for every tile (the whole reduction a tile):
     measured 1.1-1.4x per ResNet-50 layer alone (3x3 256->256 @14: 208 -> 274-299 GFLOP/s),
     ResNet-50 whole 1.15x. ``config.conv_pass_bytes`` 0 turns it off."""
@@ -197,7 +197,7 @@ def _gemm_passes(sch, rc, rows, tile, config) -> int | None:
 def _k_blocked_gemm(sch, gemm, loops, groups, og, rows, tile, kc, config):
     """Conv2d1x1NCHW in input-channel passes of ``kc`` (SqueezeNet's 512 -> 1000 conv10:
     a 20-row tile's weights for all 512 channels are 40 KiB, read again for each of the 11
-    pixel tiles; by passes of 96 channels they stay in L1): (batch, group, row tile) in
+    pixel tiles; by passes of 128 channels they stay in L1): (batch, group, row tile) in
     parallel, then per pass every pixel tile, accumulating into the GEMM's output; the
     epilogue runs after the GEMM."""
     n, o, p, rc = loops

@@ -8,7 +8,7 @@ three kernels ``compute.py`` tags:
 
     accelc.llvm_cpu.conv2d_nchwc            register tile width  x  output-channel chunks kept
     accelc.llvm_cpu.depthwise_conv2d_nchwc      hot per input row  x  kw inside/outside the
-                                                channel block; or input-channel passes
+                                                channel block; or (not depthwise) input-channel passes
                                                 (chunks a pass x rows a block x tile width)
     accelc.llvm_cpu.dense_packed            rows x panels of the register tile  x  outer order
                                             (panel-major, row-major, K blocked for cache)

@@ -79,6 +79,7 @@ CONV_CASES = [
     (512, 64, 7, 7, 1, 1, 0, 1, True),     # 1x1 K=512: passes of several chunks, + residual
     (64, 32, 11, 11, 3, 2, 1, 1, False),   # passes with stride 2
     (128, 128, 6, 6, 3, 1, 1, 2, False),   # grouped: passes over the group's input channels
+    (64, 48, 13, 13, 3, 1, 1, 1, True),    # passes + a padded register tile cropped in the epilogue
 ]
 
 
