@@ -60,7 +60,8 @@ class CpuScheduleConfig:
         return min(candidates, key=lambda r: (-(-out_width // r) * r, -r))
 
 
-    def conv_tile(self, out_width: int, oc_block: int, oc_chunks: int) -> tuple[int, int]:
+    def conv_tile(self, out_width: int, oc_block: int, oc_chunks: int, *, pointwise: bool = False,
+                  unpadded: bool = False) -> tuple[int, int]:
         """(pixels, output-channel chunks) of the conv register tile.
 
         The tile is ``pixels`` outputs of one row x ``chunks`` output-channel blocks of
@@ -71,17 +72,31 @@ class CpuScheduleConfig:
         accumulators to hide the FMA latency. The choice minimizes the modelled cycles per
         useful FMA: ``max(FMAs, loads, latency * FMA ports)`` per step (2 FMA and 2 load
         ports), times the share of padded columns; ties go to bigger tiles, then fewer chunks.
+
+        ``pointwise`` (a 1x1 kernel: no kw loop unrolled, so no broadcasts kept live across
+        it): the accumulators may take every register but the tile's weight vectors and one
+        broadcast (SqueezeNet's 512 -> 64 @13: 13 x 2 = 26 accumulators, 298 GFLOP/s, against
+        7 x 2 at 108). ``unpadded`` (the conv reads its input without padding): a width tile
+        that does not divide the row costs a padded copy of the input and a crop the conv
+        otherwise does not have, so such tiles cost twice (measured: SqueezeNet's squeeze
+        convs @55 ran 11 x 1 at 150 GFLOP/s, the 19 x 1 the model chose at 75).
         """
         vpc = max(1, oc_block // self.vector_lanes)
         latency_fmas = 8  # 4-cycle FMA latency x 2 FMA ports: independent accumulators needed
         best = None
         for chunks in (c for c in range(1, 5) if oc_chunks % c == 0 and c * vpc <= self.conv_max_accum):
-            limit = max(1, self.conv_max_accum // (chunks * vpc))
+            budget = self.conv_max_accum
+            if pointwise:
+                budget = max(budget, self.num_vector_regs - chunks * vpc - 1)
+            limit = max(1, budget // (chunks * vpc))
             for pixels in range(1, min(limit, out_width) + 1):
                 padded = -(-out_width // pixels) * pixels
                 fmas = pixels * chunks * vpc
                 step = max(fmas, pixels + chunks * vpc, latency_fmas)
-                score = (step * padded / (fmas * out_width), -fmas, chunks)
+                cost = step * padded / (fmas * out_width)
+                if unpadded and padded != out_width:
+                    cost *= 2
+                score = (cost, -fmas, chunks)
                 if best is None or score < best[0]:
                     best = (score, pixels, chunks)
         return best[1], best[2]

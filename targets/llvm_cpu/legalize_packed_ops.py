@@ -119,7 +119,8 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         if groups > 1 and (dshape[1] % groups or kshape[0] % groups):
             return call
         self._count("conv2d_nchwc")
-        reg_n, oc_vecs = self.config.conv_tile(oh_ow[1], ob, kshape[0] // groups)
+        reg_n, oc_vecs = self.config.conv_tile(
+            oh_ow[1], ob, kshape[0] // groups, pointwise=kshape[2] == kshape[3] == 1, unpadded=not any(padding))
         return self.builder_.call_te(
             compute.conv2d_nchwc, data, kernel, strides, padding, dilation, groups,
             out_dtype, reg_n, oc_vecs, primfunc_name_hint="conv2d_nchwc",

@@ -344,6 +344,23 @@ def test_conv_register_tile_spans_channel_blocks():
             assert pixels * blocks * max(1, 16 // cfg.vector_lanes) <= cfg.conv_max_accum
 
 
+def test_pointwise_and_unpadded_conv_tiles():
+    """conv_tile for 1x1 kernels may use every register but the weights and one broadcast
+    (13 x 2 = 26 accumulators for SqueezeNet's 512 -> 64 @13, 7 x 2 before); a conv without
+    padding avoids width tiles that would make it pad and crop (squeeze convs @55: 11 x 1,
+    not 19 x 1); padded convs and the budget of other kernels are unchanged."""
+    avx512 = CpuScheduleConfig(vector_lanes=16, num_vector_regs=32, conv_max_accum=24)
+    assert avx512.conv_tile(13, 16, 4) == (7, 2)
+    assert avx512.conv_tile(13, 16, 4, pointwise=True, unpadded=True) == (13, 2)
+    assert avx512.conv_tile(55, 16, 1) == (19, 1)
+    assert avx512.conv_tile(55, 16, 1, pointwise=True, unpadded=True) == (11, 1)
+    assert avx512.conv_tile(55, 16, 4, unpadded=False) == (11, 2)
+    for width, chunks in [(56, 4), (28, 8), (14, 16), (7, 32), (13, 63)]:
+        pixels, blocks = avx512.conv_tile(width, 16, chunks, pointwise=True, unpadded=True)
+        assert width % pixels == 0 and chunks % blocks == 0
+        assert pixels * blocks + blocks + 1 <= 32  # accumulators + weight vectors + a broadcast
+
+
 def test_grouped_1x1_tile_and_packed_weight():
     """conv1x1_tile: ShuffleNet's 34 outputs a group get 17-row tiles (a fixed 2-vector pixel
     tile allowed only 2 x 2 accumulators), 28x28 a 7-vector tile that fits 784 pixels
