@@ -151,7 +151,8 @@ def conv2d_1x1_nchw(data, kernel, groups, out_dtype, pixel_tile, rows=0):
     512 -> 1000 conv10: with weights ``[cg, O]`` (a tile's 20 weights 4000 bytes apart per
     input channel, 64 KiB a tile: out of L1, a new page every step) the kernel ran at 50
     GFLOP/s whatever the tile; packed it runs near the micro-kernel's speed. The output is
-    cropped back to (H, W) by a trailing block. ``kernel`` may also be OIHW or ``[cg, O]``.
+    cropped back to (H, W) by a trailing block. ``kernel`` may also be OIHW (a weight that is
+    no constant).
     """
     n, c, h, w = (int(x) for x in data.shape)
     if len(kernel.shape) == 3:  # packed [O / rows, cg, rows]: a tile's rows side by side
@@ -160,11 +161,6 @@ def conv2d_1x1_nchw(data, kernel, groups, out_dtype, pixel_tile, rows=0):
 
         def weight(oc, k):
             return kernel[oc // panel, k, oc % panel]
-    elif len(kernel.shape) == 2:  # [cg, O]
-        cg, o = int(kernel.shape[0]), int(kernel.shape[1])
-
-        def weight(oc, k):
-            return kernel[k, oc]
     else:
         o, cg = int(kernel.shape[0]), int(kernel.shape[1])
 

@@ -102,29 +102,45 @@ def _k_blocked(sch, conv, loops, reg_n, oc_vecs, config):
     row_blocks = min((d for d in range(1, ext["oh"] + 1) if ext["oh"] % d == 0 and d >= want), default=ext["oh"])
     trial = sch.copy()
     try:
-        xo, xi = trial.split(ow, [None, reg_n])
-        oco, oci = trial.split(oc, [None, oc_vecs])
-        rbo, rbi = trial.split(oh, [row_blocks, None])
-        rco, rci = trial.split(rc, [None, kb])
-        trial.reorder(n, oco, rbo, rco, rbi, xo, rci, rh, rb, rw, xi, oci, ob)
-        outer = trial.fuse(n, oco, rbo)
-        if config.num_cores > 1:
-            trial.parallel(outer)
-        trial.unroll(rw)
-        trial.unroll(xi)
-        trial.unroll(oci)
-        trial.vectorize(ob)
-        epilogue = inline_epilogue(trial, conv)
-        if epilogue:
-            for block in epilogue[:-1]:
-                schedule_injective(trial, block, config)
-            final = epilogue[-1]
-            trial.reverse_compute_at(final, outer)
-            trial.vectorize(trial.get_loops(final)[-1])
-        trial.decompose_reduction(conv, rco)
+        conv_passes(trial, conv, loops, reg_n, oc_vecs, config, rows=[row_blocks, None], chunks=[None, kb])
     except Exception:  # pylint: disable=broad-except
         return None
     return trial
+
+
+def conv_passes(sch, conv, loops, reg_n, oc_vecs, config, *, rows, chunks, tile=None, replayable=False):
+    """Schedule ``conv`` in the input-channel-pass form (see ``_k_blocked``). Split factors,
+    each a list or a function of the loop that returns one: ``rows`` of the output rows (row
+    blocks x rows a block), ``chunks`` of the input-channel chunks (passes x chunks a pass)
+    and, optionally, ``tile`` of the register tile's ``reg_n`` pixels. Concrete factors for
+    the default schedule; sampled ones and ``replayable`` (unit loops kept) for the tuning
+    space (``search_space._k_passes``)."""
+
+    def factors(spec, loop):
+        return spec(loop) if callable(spec) else spec
+
+    n, oc, oh, ow, ob, rc, rh, rw, rb = loops
+    xo, xi = sch.split(ow, [None, reg_n])
+    oco, oci = sch.split(oc, [None, oc_vecs])
+    rbo, rbi = sch.split(oh, factors(rows, oh))
+    rco, rci = sch.split(rc, factors(chunks, rc))
+    pixels = [xi] if tile is None else list(sch.split(xi, factors(tile, xi)))
+    sch.reorder(n, oco, rbo, rco, rbi, xo, *pixels[:-1], rci, rh, rb, rw, pixels[-1], oci, ob)
+    outer = sch.fuse(n, oco, rbo)
+    if config.num_cores > 1:
+        sch.parallel(outer)
+    sch.unroll(rw)
+    sch.unroll(pixels[-1])
+    sch.unroll(oci)
+    sch.vectorize(ob)
+    epilogue = inline_epilogue(sch, conv)
+    if epilogue:
+        for block in epilogue[:-1]:
+            schedule_injective(sch, block, config)
+        sch.reverse_compute_at(epilogue[-1], outer, preserve_unit_loops=replayable)
+        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+    sch.decompose_reduction(conv, rco)
+    return sch
 
 
 class Conv2d1x1NCHW(CpuRule):
@@ -155,14 +171,14 @@ class Conv2d1x1NCHW(CpuRule):
         if rows <= 0 or og % rows:
             limit = max(1, config.conv_max_accum // max(1, tile // config.vector_lanes))
             rows = max(r for r in range(1, min(limit, og) + 1) if og % r == 0)
-        passes = _gemm_passes(sch, rc, rows, tile, config)
-        if passes is not None:
-            kblocked = _k_blocked_gemm(sch, gemm, (n, o, p, rc), groups, og, rows, tile, passes, config)
-            if kblocked is not None:
-                return kblocked
         g, oin = sch.split(o, [groups, og])
         oo, oi = sch.split(oin, [None, rows])
         po, pv, pl = sch.split(p, [None, tile // config.vector_lanes, config.vector_lanes])
+        kc = _gemm_passes(sch, rc, rows, tile, config)
+        if kc is not None:
+            passes = _k_blocked_gemm(sch, gemm, (n, g, oo, oi, po, pv, pl, rc), kc, config)
+            if passes is not None:
+                return passes
         sch.reorder(n, g, oo, po, rc, oi, pv, pl)
         outer = sch.fuse(n, g, oo, po)
         if config.num_cores > 1:
@@ -194,18 +210,16 @@ def _gemm_passes(sch, rc, rows, tile, config) -> int | None:
     return max(fits) if fits else None
 
 
-def _k_blocked_gemm(sch, gemm, loops, groups, og, rows, tile, kc, config):
+def _k_blocked_gemm(sch, gemm, loops, kc, config):
     """Conv2d1x1NCHW in input-channel passes of ``kc`` (SqueezeNet's 512 -> 1000 conv10:
     a 20-row tile's weights for all 512 channels are 40 KiB, read again for each of the 11
     pixel tiles; by passes of 128 channels they stay in L1): (batch, group, row tile) in
     parallel, then per pass every pixel tile, accumulating into the GEMM's output; the
-    epilogue runs after the GEMM."""
-    n, o, p, rc = loops
+    epilogue runs after the GEMM. ``loops``: the rule's tile loops, split, not yet ordered;
+    None (``sch`` untouched) if a primitive fails."""
+    n, g, oo, oi, po, pv, pl, rc = loops
     trial = sch.copy()
     try:
-        g, oin = trial.split(o, [groups, og])
-        oo, oi = trial.split(oin, [None, rows])
-        po, pv, pl = trial.split(p, [None, tile // config.vector_lanes, config.vector_lanes])
         rco, rci = trial.split(rc, [None, kc])
         trial.reorder(n, g, oo, rco, po, rci, oi, pv, pl)
         outer = trial.fuse(n, g, oo)

@@ -45,7 +45,8 @@ from accelc.passes.sparse_kernels import BSR_RULE
 
 from . import compute, schedule_utils
 from .config import CpuScheduleConfig, config_from_target, host_target
-from .schedule_utils import find_rule_block, inline_epilogue, loop_extent, producers_before, schedule_injective
+from .schedule_conv2d import conv_passes
+from .schedule_utils import find_rule_block, loop_extent, producers_before, schedule_injective
 
 TARGET_KEY = "cpu"
 SPACE_ANNOTATION = "accelc.space"  # which design space (variant) a trace came from
@@ -193,30 +194,10 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
 
 
 def _k_passes(s, conv, loops, reg_n, oc_vecs, config):
-    """``schedule_conv2d._k_blocked`` with knobs: input-channel chunks a pass, output rows a
-    parallel block, pixels of the register tile."""
-    n, oc, oh, ow, ob, rc, rh, rw, rb = loops
-    xo, xi = s.split(ow, [None, reg_n])
-    oco, ocr = s.split(oc, [None, oc_vecs])
-    rbo, rbi = s.split(oh, _tile(s, oh, 64))
-    rco, rci = s.split(rc, _tile(s, rc, 64))
-    xm, xr = s.split(xi, _tile(s, xi, reg_n))
-    s.reorder(n, oco, rbo, rco, rbi, xo, xm, rci, rh, rb, rw, xr, ocr, ob)
-    outer = s.fuse(n, oco, rbo)
-    if config.num_cores > 1:
-        s.parallel(outer)
-    s.unroll(rw)
-    s.unroll(xr)
-    s.unroll(ocr)
-    s.vectorize(ob)
-    epilogue = inline_epilogue(s, conv)
-    if epilogue:
-        for block in epilogue[:-1]:
-            schedule_injective(s, block, config)
-        s.reverse_compute_at(epilogue[-1], outer, preserve_unit_loops=True)
-        s.vectorize(s.get_loops(epilogue[-1])[-1])
-    s.decompose_reduction(conv, rco)
-    return s
+    """The default schedule's input-channel-pass form (``schedule_conv2d.conv_passes``) with
+    knobs: output rows a parallel block, input-channel chunks a pass, pixels of the tile."""
+    return conv_passes(s, conv, loops, reg_n, oc_vecs, config, rows=lambda oh: _tile(s, oh, 64),
+                       chunks=lambda rc: _tile(s, rc, 64), tile=lambda xi: _tile(s, xi, reg_n), replayable=True)
 
 
 # ---------------------------------------------------------------------------------- dense

@@ -249,39 +249,45 @@ def test_layout_transforms_store_contiguously():
         np.testing.assert_array_equal(out.numpy(), ref)
 
 
-def test_conv_runs_input_channels_in_passes():
-    """K-blocked conv (MLAS-style): with more input channels than one pass's weights
-    (``conv_pass_bytes``), the reduction over input-channel chunks is outside the output rows,
-    inside the parallel loop; the epilogue follows the last pass. ``conv_pass_bytes=0`` (or a
-    conv that fits one pass) keeps the whole reduction in each register tile."""
-    from tvm import s_tir
-
-    from accelc.targets.llvm_cpu.schedule_conv2d import Conv2dNCHWc
-
-    rng = np.random.default_rng(3)
+def _fused_conv_relu(x_shape, w_shape, padding, seed):
+    """The unscheduled fused conv(+relu) PrimFunc of accelc's CPU phases (layout, legalize,
+    fuse), for calling one schedule rule on it."""
+    rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
-    xv = relax.Var("x", relax.TensorType((1, 96, 9, 9), "float32"))
-    w = relax.const(rng.standard_normal((32, 96, 3, 3)).astype("float32"))
+    xv = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    w = relax.const(rng.standard_normal(w_shape).astype("float32"))
     with bb.function("main", [xv]):
         with bb.dataflow():
-            y = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, w, padding=1)))))
+            y = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, w, padding=padding)))))
         bb.emit_func_output(y)
     passes = [*cpu.layout_passes(TARGET), relax.transform.FoldConstant(), relax.transform.LegalizeOps(),
               relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
     with TARGET:
         mod = tvm.transform.Sequential(passes)(bb.get())
-    func = next(f for g, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "conv" in g.name_hint)
+    return next(f for g, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "conv" in g.name_hint)
 
-    def loop_names(config):
-        sch = Conv2dNCHWc(config).apply(func, TARGET, False)
-        update = sch.get_sblock("conv2d_nchwc_update")
-        return [str(sch.get(l).loop_var) for l in sch.get_loops(update)], sch.mod.script()
 
-    base = cpu.config_from_target(TARGET)
-    names, text = loop_names(base)
+def _loop_names(rule, func, block, **config):
+    """Loop variable names around ``block`` after ``rule`` (with config fields overridden)
+    schedules ``func``, and the scheduled script."""
+    import dataclasses
+
+    sch = rule(dataclasses.replace(cpu.config_from_target(TARGET), **config)).apply(func, TARGET, False)
+    return [str(sch.get(l).loop_var) for l in sch.get_loops(sch.get_sblock(block))], sch.mod.script()
+
+
+def test_conv_runs_input_channels_in_passes():
+    """K-blocked conv (MLAS-style): with more input channels than one pass's weights
+    (``conv_pass_bytes``), the reduction over input-channel chunks is outside the output rows,
+    inside the parallel loop; the epilogue follows the last pass. ``conv_pass_bytes=0`` (or a
+    conv that fits one pass) keeps the whole reduction in each register tile."""
+    from accelc.targets.llvm_cpu.schedule_conv2d import Conv2dNCHWc
+
+    func = _fused_conv_relu((1, 96, 9, 9), (32, 96, 3, 3), 1, seed=3)
+    names, text = _loop_names(Conv2dNCHWc, func, "conv2d_nchwc_update")
     assert names.index("rc_0") < names.index("y_1") and names[0].endswith("fused")  # passes outside the rows
     assert text.count("T.parallel(") == 2  # data_pad, then (oc group, row block)
-    names, _ = loop_names(__import__("dataclasses").replace(base, conv_pass_bytes=0))
+    names, _ = _loop_names(Conv2dNCHWc, func, "conv2d_nchwc_update", conv_pass_bytes=0)
     assert "rc_0" not in names and names.index("rc") > names.index("x_0")  # whole reduction a tile
 
 
@@ -291,29 +297,10 @@ def test_wide_1x1_gemm_runs_input_channels_in_passes():
     pass form are checked by the conv10 case of test_conv2d_bias_relu (K = 64, 2 passes)."""
     from accelc.targets.llvm_cpu.schedule_conv2d import Conv2d1x1NCHW
 
-    rng = np.random.default_rng(4)
-    bb = relax.BlockBuilder()
-    xv = relax.Var("x", relax.TensorType((1, 256, 13, 13), "float32"))
-    w = relax.const(rng.standard_normal((1000, 256, 1, 1)).astype("float32"))
-    with bb.function("main", [xv]):
-        with bb.dataflow():
-            y = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xv, w)))))
-        bb.emit_func_output(y)
-    passes = [*cpu.layout_passes(TARGET), relax.transform.FoldConstant(), relax.transform.LegalizeOps(),
-              relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
-    with TARGET:
-        mod = tvm.transform.Sequential(passes)(bb.get())
-    func = next(f for g, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "conv" in g.name_hint)
-
-    def loop_names(config):
-        sch = Conv2d1x1NCHW(config).apply(func, TARGET, False)
-        update = sch.get_sblock("conv2d_1x1_nchw_update")
-        return [str(sch.get(l).loop_var) for l in sch.get_loops(update)]
-
-    base = cpu.config_from_target(TARGET)
-    names = loop_names(base)
+    func = _fused_conv_relu((1, 256, 13, 13), (1000, 256, 1, 1), 0, seed=4)
+    names, _ = _loop_names(Conv2d1x1NCHW, func, "conv2d_1x1_nchw_update")
     assert names.index("rc_0") < names.index("p_0")  # a pass covers every pixel tile
-    names = loop_names(__import__("dataclasses").replace(base, conv_pass_bytes=0))
+    names, _ = _loop_names(Conv2d1x1NCHW, func, "conv2d_1x1_nchw_update", conv_pass_bytes=0)
     assert "rc_0" not in names and "rc" in names  # one reduction loop inside each pixel tile
 
 
