@@ -6,8 +6,9 @@ can later dispatch on the same name). ``accelc.template_version`` (absent = 1) c
 template's knobs change meaning, its operands' layout changes, or its default schedule does
 (a log's records were kept only where they beat the default of their day): tuning records of
 another version neither match (the workload hash differs) nor transfer
-(``accelc/tuning/transfer.py`` compares it). Versions: conv2d_nchwc 3 (input-channel passes),
-conv2d_1x1_nchw 3 (packed operands), dense_packed 2 (wide default tile).
+(``accelc/tuning/transfer.py`` compares it). Versions: conv2d_nchwc 4 (input-channel passes;
+parallel cut by rows where activations outweigh weights), depthwise_conv2d_nchwc 2 (cut by
+rows), conv2d_1x1_nchw 3 (packed operands), dense_packed 2 (wide default tile).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype, re
         ),
         name="conv2d_nchwc",
         attrs={"schedule_rule": CONV2D_NCHWC, "accelc.reg_n": reg_n, "accelc.oc_vecs": oc_vecs,
-               "accelc.template_version": 3},
+               "accelc.template_version": 4},
     )
     if owp == ow:
         return conv
@@ -104,7 +105,7 @@ def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype, 
             axis=[rh, rw],
         ),
         name="depthwise_conv2d_nchwc",
-        attrs={"schedule_rule": DEPTHWISE_CONV2D_NCHWC, "accelc.reg_n": reg_n},
+        attrs={"schedule_rule": DEPTHWISE_CONV2D_NCHWC, "accelc.reg_n": reg_n, "accelc.template_version": 2},
     )
     if owp == ow:
         return conv

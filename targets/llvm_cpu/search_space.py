@@ -45,7 +45,7 @@ from accelc.passes.sparse_kernels import BSR_RULE
 
 from . import compute, schedule_utils
 from .config import CpuScheduleConfig, config_from_target, host_target
-from .schedule_conv2d import conv_passes
+from .schedule_conv2d import conv_passes, rows_outer
 from .schedule_utils import find_rule_block, loop_extent, producers_before, schedule_injective
 
 TARGET_KEY = "cpu"
@@ -143,7 +143,11 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
     are the compute's ``oc_vecs`` (fixed: the compute's padded width was chosen with them);
     variants put kw inside or outside the input-channel block loop, or (``k_passes``, the
     default schedule's form) run the input channels in passes of ``k_chunks`` over blocks of
-    ``rows`` output rows, the tile accumulating into the output."""
+    ``rows`` output rows, the tile accumulating into the output. The parallel loop is cut by
+    output rows or by output-channel groups as the default schedule decides
+    (``schedule_conv2d.rows_outer``: a property of the layer, not a knob, since a kernel
+    timed alone cannot see what it buys, the next layer finding its rows in the same core's
+    cache)."""
     config = _config()
     depthwise = str(sch.get(block).annotations["schedule_rule"]) == compute.DEPTHWISE_CONV2D_NCHWC
     name_hint = sch.get(block).name_hint
@@ -160,23 +164,25 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
         else:
             n, oc, oh, ow, ob, rc, rh, rw, rb = loops
         oc_vecs = int(s.get(conv).annotations.get("accelc.oc_vecs", 1))
+        by_rows = rows_outer(s, conv, config, depthwise)
         if variant == "k_passes":
-            return _k_passes(s, conv, loops, reg_n, oc_vecs, config)
+            return _k_passes(s, conv, loops, reg_n, oc_vecs, config, by_rows)
         xo, xi = s.split(ow, [None, reg_n])
         oc, ocr = s.split(oc, [None, oc_vecs])  # the register tile's channel blocks (compute's choice)
         oco, oci = s.split(oc, _tile(s, oc, 16))
         xm, xr = s.split(xi, _tile(s, xi, reg_n))
+        first, second = (oh, oco) if by_rows else (oco, oh)
         if depthwise:
-            s.reorder(n, oco, oh, oci, xo, xm, rh, rw, xr, ocr, ob)
+            s.reorder(n, first, second, oci, xo, xm, rh, rw, xr, ocr, ob)
             reduce_outer = rh
         elif variant == "kw_unrolled":
-            s.reorder(n, oco, oh, oci, xo, xm, rc, rh, rb, rw, xr, ocr, ob)
+            s.reorder(n, first, second, oci, xo, xm, rc, rh, rb, rw, xr, ocr, ob)
             s.unroll(rw)
             reduce_outer = rc
         else:
-            s.reorder(n, oco, oh, oci, xo, xm, rc, rh, rw, rb, xr, ocr, ob)
+            s.reorder(n, first, second, oci, xo, xm, rc, rh, rw, rb, xr, ocr, ob)
             reduce_outer = rc
-        outer = s.fuse(n, oco, oh)
+        outer = s.fuse(n, first, second)
         if config.num_cores > 1:
             s.parallel(outer)
         s.unroll(xr)
@@ -193,11 +199,12 @@ def conv2d_nchwc_space(sch: s_tir.Schedule, block) -> list:
     return _variants(sch, CONV_VARIANTS[1:2] if depthwise else CONV_VARIANTS, build)
 
 
-def _k_passes(s, conv, loops, reg_n, oc_vecs, config):
+def _k_passes(s, conv, loops, reg_n, oc_vecs, config, by_rows=False):
     """The default schedule's input-channel-pass form (``schedule_conv2d.conv_passes``) with
     knobs: output rows a parallel block, input-channel chunks a pass, pixels of the tile."""
     return conv_passes(s, conv, loops, reg_n, oc_vecs, config, rows=lambda oh: _tile(s, oh, 64),
-                       chunks=lambda rc: _tile(s, rc, 64), tile=lambda xi: _tile(s, xi, reg_n), replayable=True)
+                       chunks=lambda rc: _tile(s, rc, 64), tile=lambda xi: _tile(s, xi, reg_n), replayable=True,
+                       by_rows=by_rows)
 
 
 # ---------------------------------------------------------------------------------- dense

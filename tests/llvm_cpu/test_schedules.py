@@ -291,6 +291,25 @@ def test_conv_runs_input_channels_in_passes():
     assert "rc_0" not in names and names.index("rc") > names.index("x_0")  # whole reduction a tile
 
 
+def test_conv_parallel_loop_is_cut_by_rows_where_activations_outweigh_weights():
+    """rows_outer: an activation-heavy conv (3x3 32->32 @28: 9K weights, 50K activations)
+    fuses (batch, row block, oc group) into its parallel loop, so each core writes a band of
+    rows (the next layer's core finds them in its own cache); a weight-heavy one (3x3
+    256->256 @4: 590K weights, 8K activations) keeps (batch, oc group, row block): cut by rows,
+    every core would read every weight. One core: no cut to choose. Both forms are checked
+    numerically by test_conv2d_bias_relu (its layers fall on either side)."""
+    from accelc.targets.llvm_cpu.schedule_conv2d import Conv2dNCHWc
+
+    light = _fused_conv_relu((1, 32, 28, 28), (32, 32, 3, 3), 1, seed=5)
+    heavy = _fused_conv_relu((1, 256, 4, 4), (256, 256, 3, 3), 1, seed=6)
+    pointwise = _fused_conv_relu((1, 16, 8, 8), (32, 16, 1, 1), 0, seed=7)  # one pass: the register-tile form
+    assert _loop_names(Conv2dNCHWc, light, "conv2d_nchwc_update")[0][0] == "b_y_0_o_0_fused"
+    assert _loop_names(Conv2dNCHWc, heavy, "conv2d_nchwc_update")[0][0] == "b_o_0_y_0_fused"
+    assert _loop_names(Conv2dNCHWc, pointwise, "conv2d_nchwc_update")[0][0] == "b_y_o_0_fused"
+    assert _loop_names(Conv2dNCHWc, light, "conv2d_nchwc_update", num_cores=1)[0][0] == "b_o_0_y_0_fused"
+    assert _loop_names(Conv2dNCHWc, pointwise, "conv2d_nchwc_update", num_cores=1)[0][0] == "b_o_0_y_fused"
+
+
 def test_wide_1x1_gemm_runs_input_channels_in_passes():
     """Conv2d1x1NCHW with K = 256: passes of input channels (a row tile's weights for a pass
     stay in L1 across the pixel tiles), the epilogue after the last pass; numerics of the

@@ -45,7 +45,7 @@ def _variant(sch):
 
 def test_template_kernels_get_our_design_spaces(digits_tasks):
     ops = {t.op for t in digits_tasks.tasks} - {None}
-    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v3", "accelc.llvm_cpu.dense_packed@v2"}  # conv v3: input-channel passes; dense v2: wide tiles
+    assert ops == {"accelc.llvm_cpu.conv2d_nchwc@v4", "accelc.llvm_cpu.dense_packed@v2"}  # conv v4: passes, row cut; dense v2: wide tiles
     for task in digits_tasks.tasks:
         if task.op is None:
             continue
@@ -62,25 +62,25 @@ def test_template_kernels_get_our_design_spaces(digits_tasks):
 
 def test_settings_of_another_template_version_do_not_transfer(digits_tasks):
     """A knob setting tuned on an older conv template (v1: one output-channel block in the
-    register tile; v2: the whole reduction in each tile) is no evidence for v3: ``nearest``
-    finds nothing for a v3 kernel, a v3 setting is found (shipped logs from before the change
-    must not steer the new kernels)."""
+    register tile; v2: the whole reduction in each tile; v3: always cut by output channels)
+    is no evidence for v4: ``nearest`` finds nothing for a v4 kernel, a v4 setting is found
+    (shipped logs from before the change must not steer the new kernels)."""
     from accelc.tuning.transfer import KnobSetting, nearest
 
-    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v3")
+    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v4")
     shapes = tuple(tuple(s) for s in task.shapes)
 
     def setting(op):
         return KnobSetting(op, shapes, "kw_unrolled", (1, 4), "w", "t", 1e-4, 2e-4)
 
-    for old_op in ("accelc.llvm_cpu.conv2d_nchwc", "accelc.llvm_cpu.conv2d_nchwc@v2"):
+    for old_op in ("accelc.llvm_cpu.conv2d_nchwc", "accelc.llvm_cpu.conv2d_nchwc@v2", "accelc.llvm_cpu.conv2d_nchwc@v3"):
         assert nearest({old_op: [setting(old_op)]}, task.op, task.shapes) == []
     new = {task.op: [setting(task.op)]}
     assert [d for d, _ in nearest(new, task.op, task.shapes)] == [0.0]
 
 
 def test_stock_space_is_metaschedules_own(digits_tasks):
-    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v3")
+    task = next(t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v4")
     _, spaces = _spaces(digits_tasks, task, enabled=False)
     assert spaces and all(_variant(s) is None for s in spaces)
     assert any(i.kind.name == "Annotate" and str(i.attrs[0]).startswith("meta_schedule.")
@@ -172,7 +172,7 @@ def test_knob_settings_transfer_to_the_nearest_shape(digits_tasks, tmp_path):
     import accelc
     from accelc.tuning.transfer import KnobSetting, apply_setting, knobs_of_trace
 
-    convs = [t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v3"]
+    convs = [t for t in digits_tasks.tasks if t.op == "accelc.llvm_cpu.conv2d_nchwc@v4"]
     assert len(convs) >= 2
     donor = convs[-1]
     _, spaces = _spaces(digits_tasks, donor)
