@@ -123,8 +123,11 @@ def phase2_graph_passes(opts: PipelineOptions) -> list:
         return []
     from accelc.passes.fold_scale_shift import FoldScaleShift
 
+    from accelc.passes.simplify_power import SimplifyPower
+
     # Scale/shift folding first: later graph passes (quantization, sparsity) see final weights.
-    passes = [FoldScaleShift()] + list(opts.graph_passes)
+    # SimplifyPower: pow by quarter-integer constants (ONNX LRN's ^0.75) as square roots.
+    passes = [FoldScaleShift(), SimplifyPower()] + list(opts.graph_passes)
     if opts.sparse is not None:
         from accelc.passes.sparse_rewrite import SparseRewrite
 
