@@ -721,6 +721,9 @@ class _Int8Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.multiply":
             lowered = self._multiply_32x32(call)
             return call if lowered is None else lowered
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.max_pool2d":
+            lowered = self._padded_max_pool(call)
+            return call if lowered is None else lowered
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
         if str(call.attrs.out_dtype) != "int32":
@@ -754,6 +757,25 @@ class _Int8Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         return self.builder_.call_te(
             _multiply_widened, x, relax.const(m_value.astype(np.int32)), primfunc_name_hint="multiply"
         )
+
+    def _padded_max_pool(self, call):
+        """int8 max_pool2d with padding -> pad with -128, then the pool without padding.
+
+        TOPI's pool tests every tap against the border (an ``if_then_else`` per element
+        that keeps the kernel scalar: ResNet-50's int8 3x3/2 pool took 1.4 ms, 6% of the
+        model); padded first, the pool's row loop vectorizes (GenericCpu). Exact: -128 is the
+        identity of max on int8."""
+        attrs = call.attrs
+        x = call.args[0]
+        pads = [int(p) for p in attrs.padding]
+        if (str(x.ty.dtype) != "int8" or str(attrs.layout) != "NCHW" or not any(pads) or bool(attrs.ceil_mode)
+                or static_shape(x) is None or len(pads) != 4):
+            return None
+        top, left, bottom, right = pads
+        padded = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=-128.0))
+        self._count("max_pool2d_padded")
+        return relax.op.nn.max_pool2d(padded, attrs.pool_size, attrs.strides, 0, attrs.dilation, False,
+                                      bool(attrs.count_include_pad), "NCHW", attrs.out_layout)
 
     def _usable(self, w: np.ndarray) -> bool:
         # the AVX2 sign trick needs |w| <= 127 (see the module docstring)
