@@ -122,7 +122,6 @@ def phase2_graph_passes(opts: PipelineOptions) -> list:
     if opts.opt_level < 2:
         return []
     from accelc.passes.fold_scale_shift import FoldScaleShift
-
     from accelc.passes.simplify_power import SimplifyPower
 
     # Scale/shift folding first: later graph passes (quantization, sparsity) see final weights.
