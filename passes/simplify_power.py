@@ -65,7 +65,7 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         dtype = str(getattr(call.ty, "dtype", ""))
         if c is None or dtype not in _FLOATS or str(getattr(x.ty, "dtype", "")) != dtype:
             return call
-        if tuple(getattr(x.ty, "shape", ()) or ()) != tuple(call.ty.shape or ()) and _ndim(exponent) > 0:
+        if _ndim(exponent) > 0 and (_dims(x) is None or _dims(x) != _dims(call)):
             return call  # the exponent tensor broadcasts x to a bigger shape: keep pow
         self.rewrites["power"] += 1
         if c == -0.5:
@@ -91,6 +91,13 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         for factor in factors[1:]:
             result = relax.op.multiply(self._emitted(result), self._emitted(factor))
         return result
+
+
+def _dims(expr) -> tuple | None:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
 
 
 def _ndim(expr) -> int:

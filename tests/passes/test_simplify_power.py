@@ -125,6 +125,21 @@ def test_other_exponents_stay_pow(c):
     assert "R.power" in out.script()
 
 
+def test_tensor_exponents():
+    """A constant tensor of one repeated exponent is rewritten when it does not broadcast x
+    to a bigger shape; one that does keeps pow (the result is bigger than x)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.power(x, relax.const(np.full((2, 3), 0.75, "float32"))))
+            b = bb.emit(relax.op.power(x, relax.const(np.full((4, 2, 3), 0.5, "float32"))))
+            out = bb.emit_output(relax.Tuple([a, b]))
+        bb.emit_func_output(out)
+    out, p = run(bb.get())
+    assert p.num_rewrites == 1 and out.script().count("R.power") == 1
+
+
 def test_non_constant_and_integer_dtypes_stay_pow():
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((4,), "float32"))
