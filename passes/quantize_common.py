@@ -1,4 +1,5 @@
-"""Shared vocabulary of the quantize passes (annotate, calibrate, realize).
+"""Shared vocabulary of the quantize passes (annotate, calibrate, realize), and the small
+helpers the other graph passes use too (``static_shape``, ``rewrite_functions``).
 
 The annotated form is plain Relax QDQ, the same form TVM's ONNX importer gives a QDQ model:
 
@@ -42,6 +43,22 @@ def static_shape(expr) -> tuple[int, ...] | None:
         return tuple(int(d) for d in ty.shape)
     except TypeError:  # symbolic dimension
         return None
+
+
+def rewrite_functions(mod: tvm.IRModule, rewriter) -> tvm.IRModule:
+    """Run ``rewriter`` (a ``PyExprMutator`` built on ``mod`` that counts what it rewrites in a
+    ``rewrites`` Counter) over every Relax function no external codegen owns. A function where
+    a rule fired is replaced, its now-unused bindings removed; ``mod`` itself comes back when
+    nothing fired."""
+    changed = False
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function) and "Codegen" not in (func.attrs or {}):
+            before = sum(rewriter.rewrites.values())
+            new = rewriter.visit_expr(func)
+            if sum(rewriter.rewrites.values()) > before:
+                rewriter.builder_.update_func(gvar, relax.analysis.remove_all_unused(new))
+                changed = True
+    return rewriter.builder_.get() if changed else mod
 
 
 def dtype_of(expr) -> str | None:

@@ -28,8 +28,9 @@ import collections
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.expr import Constant
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .quantize_common import const_value, dtype_of, rewrite_functions, static_shape
 
 _POWER = tvm.ir.Op.get("relax.power")
 _FLOATS = ("float32", "float64")
@@ -39,10 +40,8 @@ MAX_EXPONENT = 4.75
 def quarter_exponent(value) -> float | None:
     """The exponent if ``value`` is a constant holding one float with 4 * it an integer in
     ``(0, 4 * MAX_EXPONENT]`` in magnitude, else None."""
-    if not isinstance(value, Constant):
-        return None
-    data = value.value.numpy()
-    if data.size == 0 or not np.all(data == data.reshape(-1)[0]):
+    data = const_value(value)
+    if data is None or data.size == 0 or not np.all(data == data.reshape(-1)[0]):
         return None
     c = float(data.reshape(-1)[0])
     if not np.isfinite(c) or c == 0 or abs(c) > MAX_EXPONENT or 4 * c != int(4 * c):
@@ -62,10 +61,10 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
             return call
         x, exponent = call.args
         c = quarter_exponent(exponent)
-        dtype = str(getattr(call.ty, "dtype", ""))
-        if c is None or dtype not in _FLOATS or str(getattr(x.ty, "dtype", "")) != dtype:
+        dtype = dtype_of(call)
+        if c is None or dtype not in _FLOATS or dtype_of(x) != dtype:
             return call
-        if _ndim(exponent) > 0 and (_dims(x) is None or _dims(x) != _dims(call)):
+        if static_shape(exponent) and (static_shape(x) is None or static_shape(x) != static_shape(call)):
             return call  # the exponent tensor broadcasts x to a bigger shape: keep pow
         self.rewrites["power"] += 1
         if c == -0.5:
@@ -93,18 +92,6 @@ class _Rewriter(PyExprMutator):  # pylint: disable=abstract-method
         return result
 
 
-def _dims(expr) -> tuple | None:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return tuple(int(d) for d in shape)
-
-
-def _ndim(expr) -> int:
-    shape = getattr(expr.ty, "shape", None)
-    return len(shape) if shape is not None else 0
-
-
 @tvm.transform.module_pass(opt_level=0, name="SimplifyPower")
 class SimplifyPower:
     """Rewrite ``power`` by constant multiples of 1/4 into multiplies and square roots.
@@ -118,14 +105,7 @@ class SimplifyPower:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         rewriter = _Rewriter(mod)
-        changed = False
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function) and "Codegen" not in (func.attrs or {}):
-                before = rewriter.rewrites["power"]
-                new = rewriter.visit_expr(func)
-                if rewriter.rewrites["power"] > before:
-                    rewriter.builder_.update_func(gvar, relax.analysis.remove_all_unused(new))
-                    changed = True
+        out = rewrite_functions(mod, rewriter)
         self.rewrites = rewriter.rewrites
         self.num_rewrites = rewriter.rewrites["power"]
-        return rewriter.builder_.get() if changed else mod
+        return out

@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .quantize_common import static_shape as _static_shape
+from .quantize_common import rewrite_functions, static_shape as _static_shape
 
 _SUM, _STACK, _BROADCAST = (tvm.ir.Op.get(f"relax.{n}") for n in ("sum", "stack", "broadcast_to"))
 
@@ -95,14 +95,7 @@ class SimplifyStackSum:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         rewriter = _Rewriter(mod)
-        changed = False
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function) and "Codegen" not in (func.attrs or {}):
-                before = sum(rewriter.rewrites.values())
-                new = rewriter.visit_expr(func)
-                if sum(rewriter.rewrites.values()) > before:
-                    rewriter.builder_.update_func(gvar, relax.analysis.remove_all_unused(new))
-                    changed = True
+        out = rewrite_functions(mod, rewriter)
         self.rewrites = rewriter.rewrites
         self.num_rewrites = rewriter.rewrites["stack_sum"]
-        return rewriter.builder_.get() if changed else mod
+        return out

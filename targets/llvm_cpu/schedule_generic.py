@@ -112,7 +112,8 @@ def _strided_rows(sch, block, inner_ext: int) -> bool:
         return False
     stmt = sch.get(block)
     spatial = [iv for iv in stmt.iter_vars if int(iv.iter_type) != _REDUCE]
-    if not spatial or "if_then_else" in stmt.script() or "T.Select" in stmt.script():
+    text = stmt.script()
+    if not spatial or "if_then_else" in text or "T.Select" in text:
         return False
     var = spatial[-1].var
     regions = list(stmt.writes) + list(stmt.reads)
